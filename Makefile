@@ -1,0 +1,42 @@
+# Quick start: `make run` (set up, then run config/default.json) and `make test` (set up, then test).
+PYTHON ?= python3
+VENV ?= .venv
+# The oldest Python the project supports (JetPack 5); tests run under it too where it is installed.
+PYTHON38 ?= $(shell command -v python3.8 2>/dev/null)
+VENV38 ?= .venv38
+PYTEST_ARGS ?= -q
+
+.PHONY: run test test-default test-py38 setup clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV38)/.installed: pyproject.toml
+	$(PYTHON38) -m venv $(VENV38)
+	$(VENV38)/bin/python -m pip install -q --upgrade pip
+	$(VENV38)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/python harness/mlmark.py -c config/default.json
+
+test: test-default test-py38
+
+test-default: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-py38:
+ifeq ($(PYTHON38),)
+	@echo "python3.8 not found: the Python 3.8 test run is skipped (set PYTHON38=/path/to/python3.8)"
+else
+	$(MAKE) $(VENV38)/.installed
+	$(VENV38)/bin/python -m pytest $(PYTEST_ARGS) -p no:cacheprovider
+endif
+
+clean:
+	rm -rf $(VENV) $(VENV38) build *.egg-info

@@ -1,0 +1,60 @@
+"""The MLMark score table, printed the way MLMark prints it, with markers for what a score is worth."""
+
+from __future__ import annotations
+
+import math
+from typing import List, Sequence
+
+from harness.results import TaskResult
+
+COLUMNS = ("Target", "Workload", "H/W", "Prec", "Batch", "Conc.", "Metric", "Score", "Units")
+SYNTHETIC_MARK = "*"
+INVALID_MARK = "!"
+
+
+def sig3(value: float) -> str:
+    """A number with three significant figures and no exponent (1234.5 -> '1230', 0.01234 -> '0.0123')."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if value == 0:
+        return "0.00"
+    digits = 3 - int(math.floor(math.log10(abs(value)))) - 1
+    rounded = round(value, digits)
+    # Rounding can carry into a new digit (999.6 -> 1000): recompute the decimals for the result.
+    digits = 3 - int(math.floor(math.log10(abs(rounded)))) - 1 if rounded else digits
+    return "{:.{}f}".format(rounded, max(digits, 0))
+
+
+def score_rows(results: Sequence[TaskResult]) -> List[List[str]]:
+    """Rows of the score table; a result with several metrics (Top-1 and Top-5) gives several rows."""
+    rows = []
+    for r in results:
+        p = r.params
+        marks = (SYNTHETIC_MARK if r.synthetic else "") + ("" if r.valid else INVALID_MARK)
+        metrics = [(r.metric, r.score)] + sorted(r.extra_scores.items())
+        for metric, score in metrics:
+            rows.append([r.target, r.workload, p.get("hardware", ""), p.get("precision", ""), str(p.get("batch", "")),
+                         str(p.get("concurrency", "")), metric, sig3(score) + marks, r.units])
+    return rows
+
+
+def format_table(results: Sequence[TaskResult]) -> str:
+    """The score table with its footnotes."""
+    rows = score_rows(results)
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(COLUMNS)]
+    right = {"Batch", "Conc.", "Score"}
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if COLUMNS[i] in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    lines = [fmt(COLUMNS), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in rows]
+    notes = []
+    if any(r.synthetic for r in results):
+        notes.append("{} synthetic weights: valid for speed only; accuracy on them is meaningless".format(
+            SYNTHETIC_MARK))
+    if any(not r.valid for r in results):
+        notes.append("{} not a valid MLMark score: {}".format(
+            INVALID_MARK, "; ".join(sorted({n for r in results if not r.valid for n in r.notes}))))
+    return "\n".join(lines + ([""] + notes if notes else []))

@@ -1,0 +1,113 @@
+"""Results as data: one JSON file (and a CSV beside it) per invocation, rewritten after each task.
+
+The same dataclasses are used to write, load and compare results.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from harness import __version__
+from harness.fileio import atomic_write_json, atomic_write_text
+
+SCHEMA = "mlmark-result/1"
+
+
+@dataclass
+class TaskResult:
+    """One task's outcome: the params as run, the score and everything needed to trust it."""
+
+    source: str
+    target: str
+    workload: str
+    params: Dict[str, Any]
+    metric: str  # "throughput", "latency", "top1", "top5", "mAP"...
+    score: Optional[float]
+    units: str
+    valid: bool
+    notes: List[str] = field(default_factory=list)
+    model: Dict[str, Any] = field(default_factory=dict)
+    target_info: Dict[str, Any] = field(default_factory=dict)
+    versions: Dict[str, str] = field(default_factory=dict)
+    throughput_fps: Optional[float] = None
+    latency_ms: Optional[Dict[str, float]] = None
+    wall_s: Optional[float] = None
+    iterations: Optional[int] = None
+    warmup: Dict[str, Any] = field(default_factory=dict)
+    postprocess: Optional[str] = None
+    extra_scores: Dict[str, float] = field(default_factory=dict)
+    started: str = ""
+    finished: str = ""
+
+    @property
+    def synthetic(self) -> bool:
+        return self.model.get("weights") == "synthetic"
+
+
+@dataclass
+class RunRecord:
+    """One invocation of the harness: system info plus every finished task."""
+
+    started: str
+    config_files: List[str]
+    system: Dict[str, Any]
+    tool_version: str = __version__
+    schema: str = SCHEMA
+    tasks: List[TaskResult] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def now() -> str:
+    """Local time, ISO 8601 with seconds."""
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def result_path(results_dir: Path) -> Path:
+    """Results/<timestamp>-<host>.json for a new invocation (never overwrites an earlier one)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
+    path = results_dir / "{}-{}.json".format(stamp, host)
+    n = 1
+    while path.exists():
+        n += 1
+        path = results_dir / "{}-{}-{}.json".format(stamp, host, n)
+    return path
+
+
+CSV_COLUMNS = ("target", "workload", "hardware", "precision", "batch", "concurrency", "mode", "metric", "score",
+               "units", "valid", "weights", "model_sha256", "throughput_fps", "p95_ms", "median_ms", "iterations",
+               "source")
+
+
+def to_csv(record: RunRecord) -> str:
+    """One row per task."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    for t in record.tasks:
+        lat = t.latency_ms or {}
+        writer.writerow([t.target, t.workload, t.params.get("hardware"), t.params.get("precision"),
+                         t.params.get("batch"), t.params.get("concurrency"), t.params.get("mode"), t.metric,
+                         t.score, t.units, t.valid, t.model.get("weights"), t.model.get("sha256"),
+                         t.throughput_fps, lat.get("p95_ms"), lat.get("median_ms"), t.iterations, t.source])
+    return buf.getvalue()
+
+
+def save(record: RunRecord, path: Path) -> None:
+    """Write the JSON and the CSV beside it, each atomically."""
+    atomic_write_json(path, asdict(record))
+    atomic_write_text(path.with_suffix(".csv"), to_csv(record))
+
+
+def load(path: Path) -> RunRecord:
+    """Read a result file written by save()."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    tasks = [TaskResult(**t) for t in data.pop("tasks", [])]
+    return RunRecord(tasks=tasks, **data)

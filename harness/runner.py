@@ -1,0 +1,256 @@
+"""The load generator: prepares every task, then warms up, times and scores each one.
+
+Targets only load models and run batches; warm-up, the timed loop, statistics, run rules and
+scores live here, identical for every target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from harness.config import MIN_VALID_ITERATIONS, Task
+from harness.errors import DatasetError, MLMarkError, ModelError, RunError, UnsupportedTask
+from harness.stats import LatencyStats, summarize
+from targets import get_target
+from targets.base import LoadRequest, Session, Target
+from workloads import get_workload
+from workloads.base import Workload
+from workloads.model_store import ModelFile, resolve_model
+
+log = logging.getLogger("mlmark.run")
+
+_clock = time.perf_counter
+
+
+@dataclass
+class PreparedTask:
+    """A validated task with its target, workload and model resolved."""
+
+    task: Task
+    target: Target
+    workload: Workload
+    model: ModelFile
+
+
+@dataclass
+class Measurement:
+    """Raw timings of one task's timed loop; statistics and scores are derived from these."""
+
+    iterations: int
+    batch: int
+    concurrency: int
+    wall_s: float
+    latencies_s: List[float]
+    warmup_iterations: int
+    warmup_s: float
+
+    @property
+    def throughput_fps(self) -> float:
+        return self.iterations * self.batch / self.wall_s
+
+    def latency_stats(self) -> LatencyStats:
+        return summarize(self.latencies_s)
+
+    @property
+    def valid(self) -> bool:
+        return self.iterations >= MIN_VALID_ITERATIONS
+
+
+def prepare(tasks: Sequence[Task]) -> List[PreparedTask]:
+    """Check every task against its target and resolve its model before any measurement starts."""
+    targets: Dict[str, Target] = {}
+    models: Dict[Tuple[str, Optional[str]], ModelFile] = {}
+    prepared = []
+    for task in tasks:
+        p = task.params
+        if task.target not in targets:
+            target = get_target(task.target, task.source)
+            target.check_installed()
+            targets[task.target] = target
+        target = targets[task.target]
+        target.validate_options(p.options, task.source)
+        caps = target.capabilities()
+        why = caps.refusal(p.hardware, p.precision, p.batch, p.concurrency, p.mode)
+        if why:
+            raise UnsupportedTask("{}: target {} cannot run this task: {}{}; it supports {}".format(
+                task.source, task.target, why, target.unsupported_hint(p.hardware), caps.describe()))
+        workload = get_workload(task.workload)
+        if p.mode == "accuracy":
+            from workloads.datasets import check_dataset
+
+            try:  # before any task runs: a missing or malformed dataset is one line now, not after task 1
+                check_dataset(workload, p.images_per_class, p.max_images)
+            except DatasetError as exc:
+                raise DatasetError("{}: {}".format(task.source, exc)) from None
+        key = (task.workload, p.model)
+        if key not in models:
+            try:
+                models[key] = resolve_model(workload, p.model)
+            except ModelError as exc:
+                raise ModelError("{}: {}".format(task.source, exc)) from None
+        model = models[key]
+        batch_dim = model.inputs[0].shape[0]
+        if isinstance(batch_dim, int) and batch_dim != p.batch:
+            raise ModelError("{}: the model's batch dimension is fixed at {}, the task asks batch {}; "
+                             "use a model with a dynamic batch dimension".format(task.source, batch_dim, p.batch))
+        prepared.append(PreparedTask(task=task, target=target, workload=workload, model=model))
+    return prepared
+
+
+def load(pt: PreparedTask) -> Session:
+    """Have the task's target load its model."""
+    p = pt.task.params
+    log.info("%s: loading %s on %s", pt.task.source, pt.model.path.name, pt.task.target)
+    return pt.target.load(LoadRequest(model_path=pt.model.path, workload=pt.workload.name, hardware=p.hardware,
+                                      precision=p.precision, batch=p.batch, concurrency=p.concurrency,
+                                      options=dict(p.options)))
+
+
+def host_postprocess(pt: PreparedTask, session: Session) -> Optional[Callable[[Sequence[np.ndarray]], Any]]:
+    """The post-processing that belongs in the timed region, unless the target does it itself."""
+    if pt.workload.kind != "detection" or session.postprocess_on_target:
+        return None
+    names, to_host = session.output_names(), session.to_host
+    return lambda outputs: pt.workload.postprocess(to_host(outputs), names)
+
+
+def measure(pt: PreparedTask, session: Session) -> Measurement:
+    """Warm up, then run the timed iterations; returns raw timings."""
+    p = pt.task.params
+    inputs = session.stage(pt.workload.make_inputs(session.input_specs(), p.batch))
+    post = host_postprocess(pt, session)
+    warm_n, warm_s = run_loop(session, inputs, p.concurrency, post,
+                              count=max(p.warmup_iterations, p.concurrency), seconds=p.warmup_s)
+    log.info("%s: warm-up %d iterations in %.2f s; timing %d iterations", pt.task.source, warm_n, warm_s,
+             p.iterations)
+    latencies, wall = timed_loop(session, inputs, p.iterations, p.concurrency, post)
+    return Measurement(iterations=p.iterations, batch=p.batch, concurrency=p.concurrency, wall_s=wall,
+                       latencies_s=latencies, warmup_iterations=warm_n, warmup_s=warm_s)
+
+
+def timed_loop(session: Session, inputs: Any, iterations: int, concurrency: int,
+               post: Optional[Callable[[Sequence[np.ndarray]], Any]] = None) -> Tuple[List[float], float]:
+    """Run `iterations` batches over `concurrency` slots; per-inference times and loop wall time (s)."""
+    if concurrency == 1:
+        # The plain loop: nothing between two inferences but two clock reads and a list store.
+        run, clock = session.run, _clock
+        latencies = [0.0] * iterations
+        start = clock()
+        for i in range(iterations):
+            t0 = clock()
+            out = run(0, inputs)
+            if post is not None:
+                post(out)
+            latencies[i] = clock() - t0
+        return latencies, clock() - start
+    per_slot: List[List[float]] = [[] for _ in range(concurrency)]
+    wall = _threaded(session, inputs, concurrency, post, count=iterations, seconds=None, record=per_slot)
+    return [t for slot in per_slot for t in slot], wall
+
+
+def run_loop(session: Session, inputs: Any, concurrency: int,
+             post: Optional[Callable[[Sequence[np.ndarray]], Any]], count: int, seconds: float) -> Tuple[int, float]:
+    """Untimed iterations until at least `count` ran and `seconds` passed (warm-up); returns both."""
+    done = [0] * concurrency
+    wall = _threaded(session, inputs, concurrency, post, count=count, seconds=seconds, record=None, done=done)
+    return sum(done), wall
+
+
+def _threaded(session: Session, inputs: Any, concurrency: int,
+              post: Optional[Callable[[Sequence[np.ndarray]], Any]], count: int, seconds: Optional[float],
+              record: Optional[List[List[float]]], done: Optional[List[int]] = None) -> float:
+    """One thread per slot, sharing an iteration counter; returns the wall time from release to last finish."""
+    counter = itertools.count()
+    stop = threading.Event()
+    errors: List[BaseException] = []
+    deadline = [0.0]
+    barrier = threading.Barrier(concurrency + 1)
+
+    def worker(slot: int) -> None:
+        run, clock = session.run, _clock
+        times = record[slot] if record is not None else None
+        try:
+            barrier.wait()
+            while not stop.is_set():
+                i = next(counter)
+                if i >= count and (seconds is None or clock() >= deadline[0]):
+                    break
+                t0 = clock()
+                out = run(slot, inputs)
+                if post is not None:
+                    post(out)
+                if times is not None:
+                    times.append(clock() - t0)
+                if done is not None:
+                    done[slot] += 1
+        except BaseException as exc:  # surfaced in the main thread with the target's message
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in range(concurrency)]
+    for t in threads:
+        t.start()
+    start = _clock()
+    deadline[0] = start + (seconds or 0.0)
+    barrier.wait()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.1)  # short joins keep Ctrl-C responsive
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    wall = _clock() - start
+    if errors:
+        raise errors[0]
+    return wall
+
+
+@contextlib.contextmanager
+def _target_errors(pt: PreparedTask, doing: str) -> Iterator[None]:
+    """Turn a target library's own exception into one line naming the task."""
+    try:
+        yield
+    except (MLMarkError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise RunError("{}: target {} failed while {}: {}".format(pt.task.source, pt.task.target, doing,
+                                                                  first)) from exc
+
+
+def run_tasks(prepared: Sequence[PreparedTask], record: Any, out: Any) -> None:
+    """Run each task and rewrite the results file after each one, so a later failure loses nothing."""
+    from harness import results as res
+    from harness.scoring import performance_result
+
+    for pt in prepared:
+        task, p = pt.task, pt.task.params
+        log.info("%s: %s", task.source, task.label)
+        started = res.now()
+        with _target_errors(pt, "loading the model"):
+            session = load(pt)
+        with session, _target_errors(pt, "running"):
+            post = "host (harness, numpy)" if pt.workload.kind == "detection" else None
+            post = session.postprocess_on_target or post
+            base = dict(source=task.source, target=task.target, workload=task.workload, params=p.to_dict(),
+                        model=pt.model.to_dict(), target_info=dict(session.info), versions=pt.target.versions(),
+                        postprocess=post, started=started)
+            if p.mode == "accuracy":
+                from harness.accuracy import run_accuracy
+
+                result = run_accuracy(pt, session, base)
+            else:
+                result = performance_result(base, p, measure(pt, session))
+        result.finished = res.now()
+        record.tasks.append(result)
+        res.save(record, out)
+        log.info("%s: %s %s %s", task.source, result.metric, result.score, result.units)

@@ -1,0 +1,1 @@
+"""ONNX Runtime target: the runnable default on any machine and the baseline for speed-ups."""

@@ -1,0 +1,119 @@
+"""ONNX Runtime target: one InferenceSession per unit of concurrency, CPU threads divided between them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, Mapping, Sequence
+
+import numpy as np
+
+from harness.errors import ConfigError, TargetUnavailable
+from targets.base import Capabilities, LoadRequest, Session, Target, TensorSpec
+
+log = logging.getLogger("mlmark.onnxruntime")
+
+_CUDA = "CUDAExecutionProvider"
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise TargetUnavailable("target onnxruntime: the Python package is not installed "
+                                "(pip install onnxruntime; onnxruntime-gpu for hardware gpu)") from None
+    return onnxruntime
+
+
+class OnnxRuntimeSession(Session):
+    """`concurrency` InferenceSessions of one model, each run from its own harness thread."""
+
+    def __init__(self, sessions: List[Any], info: Dict[str, Any]) -> None:
+        self._sessions = sessions
+        self._outputs = [o.name for o in sessions[0].get_outputs()]
+        self.info = info
+
+    @property
+    def sessions(self) -> List[Any]:
+        """The underlying InferenceSessions (for benchmarks that compare against a plain loop)."""
+        return list(self._sessions)
+
+    def input_specs(self) -> List[TensorSpec]:
+        return [TensorSpec(i.name, tuple(i.shape), _np_dtype(i.type)) for i in self._sessions[0].get_inputs()]
+
+    def output_names(self) -> List[str]:
+        return list(self._outputs)
+
+    def run(self, slot: int, inputs: Mapping[str, np.ndarray]) -> Sequence[np.ndarray]:
+        return self._sessions[slot].run(self._outputs, inputs)
+
+    def close(self) -> None:
+        self._sessions = []
+
+
+def _np_dtype(ort_type: str) -> str:
+    # ORT reports "tensor(float)"; map the few element types image models use.
+    return {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+            "tensor(int8)": "int8", "tensor(int32)": "int32", "tensor(int64)": "int64"}.get(ort_type, "float32")
+
+
+class OnnxRuntimeTarget(Target):
+    """CPU (and, with onnxruntime-gpu, CUDA) inference through ONNX Runtime."""
+
+    name = "onnxruntime"
+    install_hint = "pip install onnxruntime"
+    # threads: CPU threads divided between the concurrent sessions (default: all cores)
+    option_names = ("threads",)
+
+    def check_installed(self) -> None:
+        _ort()
+
+    def capabilities(self) -> Capabilities:
+        ort = _ort()
+        precisions = {"cpu": ("fp32",)}
+        if _CUDA in ort.get_available_providers():
+            precisions["gpu"] = ("fp32",)
+        return Capabilities(precisions=precisions)
+
+    def unsupported_hint(self, hardware: str) -> str:
+        """Extra advice when hardware is refused."""
+        if hardware == "gpu":
+            return " (hardware gpu needs the onnxruntime-gpu package and a CUDA GPU)"
+        return ""
+
+    def validate_options(self, options: Mapping[str, Any], source: str) -> None:
+        threads = options.get("threads")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or not 1 <= threads <= 1024):
+            raise ConfigError("{}: params.threads must be an integer from 1 to 1024, got {!r}".format(source, threads))
+
+    def versions(self) -> Dict[str, str]:
+        return {"onnxruntime": _ort().__version__}
+
+    def load(self, request: LoadRequest) -> Session:
+        ort = _ort()
+        total = int(request.options.get("threads") or os.cpu_count() or 1)
+        per_session = max(1, total // request.concurrency)
+        providers = [_CUDA, "CPUExecutionProvider"] if request.hardware == "gpu" else ["CPUExecutionProvider"]
+        sessions = []
+        for _ in range(request.concurrency):
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = per_session
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+            sessions.append(ort.InferenceSession(str(request.model_path), sess_options=opts, providers=providers))
+        used = sessions[0].get_providers()
+        if request.hardware == "gpu" and _CUDA not in used:
+            raise TargetUnavailable("target onnxruntime: the CUDA provider did not load; check CUDA and cuDNN "
+                                    "for onnxruntime-gpu {}".format(ort.__version__))
+        split = "{} session(s) x {} intra-op thread(s) of {} CPU thread(s)".format(
+            request.concurrency, per_session, total)
+        if per_session * request.concurrency > total:
+            split += " (oversubscribed: more sessions than threads)"
+        log.info("onnxruntime: %s, providers %s", split, ", ".join(used))
+        return OnnxRuntimeSession(sessions, {
+            "providers": used, "sessions": request.concurrency, "intra_op_threads": per_session,
+            "inter_op_threads": 1, "cpu_threads_total": total, "thread_split": split,
+            "graph_optimization": "ORT_ENABLE_ALL"})

@@ -1,0 +1,69 @@
+"""Shared fixtures. GPU tests are marked `gpu` and run only with MLMARK_GPU_TESTS=1 (CI has no GPU)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: Any, items: Any) -> None:
+    if os.environ.get("MLMARK_GPU_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="GPU test: set MLMARK_GPU_TESTS=1 on a machine with an NVIDIA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, monkeypatch: Any) -> Path:
+    """A private models folder, so tests never touch the user's models/."""
+    d = tmp_path / "models"
+    monkeypatch.setenv("MLMARK_MODELS", str(d))
+    return d
+
+
+def write_tiny_classifier(path: Path, classes: int = 1001, hw: int = 224, bad_op: bool = False) -> Path:
+    """A tiny ONNX classifier with a workload's I/O (input [N,3,hw,hw] -> logits [N,classes]) for fast tests."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.standard_normal((8, classes)).astype(np.float32), "fc")
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], strides=[4, 4]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["logits"]),
+    ]
+    if bad_op:  # parses as ONNX but no runtime can load it
+        nodes.append(helper.make_node("NoSuchOp", ["logits"], ["unused"], domain="no.such.domain"))
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, hw, hw])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        initializer=[w, fc])
+    opsets = [helper.make_opsetid("", 13)] + ([helper.make_opsetid("no.such.domain", 1)] if bad_op else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: Any = None, timeout: float = 300) -> Any:
+    """Run `python harness/mlmark.py ARGS` as a user would; returns the CompletedProcess."""
+    import subprocess
+
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, str(REPO / "harness" / "mlmark.py")] + list(args), cwd=str(cwd),
+                          env=full_env, capture_output=True, text=True, timeout=timeout)

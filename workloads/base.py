@@ -1,0 +1,94 @@
+"""A workload owns its model architecture, its input data and its post-processing and scoring."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from harness.errors import ModelError
+from targets.base import TensorSpec
+from workloads.preprocess import PreprocessSpec
+
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One of MLMark's workloads: mobilenet, resnet50 or ssdmobilenet."""
+
+    name: str
+    title: str
+    kind: str  # "classification" or "detection"
+    input_hw: Tuple[int, int]
+    generator: str  # module under workloads.models that builds the synthetic-weight ONNX
+    num_classes: Tuple[int, ...]  # accepted output widths (1001 = with TF's background class)
+    anchors: int = 0  # detection only
+    dataset: str = ""  # what accuracy mode scores on: "ILSVRC2012" or "COCO2017"
+    preprocess: Optional[PreprocessSpec] = None  # the one input pipeline of accuracy runs and calibration
+
+    @property
+    def card(self) -> Path:
+        """The model card: architecture, weights, preprocessing and where post-processing runs."""
+        return CARDS_DIR / "{}.md".format(self.name)
+
+    def _generator_module(self) -> Any:
+        return importlib.import_module("workloads.models." + self.generator)
+
+    def generator_version(self) -> str:
+        """Changes whenever the synthetic model's bytes would change."""
+        return "{}:{}".format(self.generator, self._generator_module().GENERATOR_VERSION)
+
+    def build_synthetic(self, seed: int = 0) -> Any:
+        """The architecture as an onnx.ModelProto with deterministic synthetic weights."""
+        return self._generator_module().build(seed=seed)
+
+    def make_inputs(self, specs: Sequence[TensorSpec], batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
+        """A deterministic random batch for throughput and latency runs (never zeros: they can run faster)."""
+        rng = np.random.default_rng(seed)
+        arrays = {}
+        for spec in specs:
+            shape = [batch] + [d if isinstance(d, int) else self._fill_dim(spec, i)
+                               for i, d in enumerate(spec.shape[1:], start=1)]
+            if np.dtype(spec.dtype).kind == "u":
+                arrays[spec.name] = rng.integers(0, 256, size=shape, dtype=spec.dtype)
+            else:
+                arrays[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        return arrays
+
+    def _fill_dim(self, spec: TensorSpec, axis: int) -> int:
+        # A symbolic non-batch dimension: NCHW models get C=3 then H, W; NHWC the other way round.
+        h, w = self.input_hw
+        nchw = isinstance(spec.shape[1], int) and spec.shape[1] == 3
+        return {1: 3 if nchw else h, 2: h if nchw else w, 3: w if nchw else 3}[axis]
+
+    def check_io(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], model: str) -> None:
+        """Refuse a model whose inputs or outputs do not fit this workload."""
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ModelError("{}: {} expects one image input of rank 4, the model has inputs {}".format(
+                model, self.name, [(s.name, list(s.shape)) for s in inputs]))
+        if self.kind == "classification":
+            if len(outputs) < 1 or len(outputs[0].shape) != 2 or outputs[0].shape[1] not in self.num_classes:
+                raise ModelError("{}: {} expects output 0 of shape [batch, {}], the model has {}".format(
+                    model, self.name, " or ".join(map(str, self.num_classes)),
+                    [(s.name, list(s.shape)) for s in outputs]))
+        else:
+            shapes = {s.name: tuple(s.shape) for s in outputs}
+            boxes, scores = shapes.get("boxes"), shapes.get("scores")
+            if (boxes is None or scores is None or len(boxes) != 3 or boxes[1:] != (self.anchors, 4)
+                    or len(scores) != 3 or scores[1] != self.anchors or scores[2] not in self.num_classes):
+                raise ModelError("{}: {} expects outputs boxes [batch, {}, 4] and scores [batch, {}, {}], "
+                                 "the model has {}".format(model, self.name, self.anchors, self.anchors,
+                                                           self.num_classes[0], sorted(shapes.items())))
+
+    def postprocess(self, outputs: Sequence[np.ndarray], names: Sequence[str]) -> Optional[List[Any]]:
+        """Host-side post-processing that belongs to the score (SSD: box decoding and NMS)."""
+        if self.kind != "detection":
+            return None
+        from workloads.ssd.postprocess import postprocess  # numpy-only, imported when first needed
+
+        by_name = dict(zip(names, outputs))
+        return postprocess(by_name["boxes"], by_name["scores"])
