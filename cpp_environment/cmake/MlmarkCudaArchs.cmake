@@ -1,0 +1,98 @@
+# Which GPU architectures to compile for, chosen from what the CUDA compiler in use supports, so the
+# default builds everywhere: CUDA 13 has no sm_53/sm_72 (Nano, Xavier), CUDA 10.2 has no sm_80+.
+#
+# In: CMAKE_CUDA_COMPILER, CMAKE_CUDA_COMPILER_VERSION, the cache variables MLMARK_CUDA_ARCHS
+# (override, e.g. "87" or "53;72") and MLMARK_CUDA_PTX (PTX of the last architecture listed).
+# Out: MLMARK_CUDA_ARCHS_SELECTED (list), MLMARK_CUDA_ARCHS_STRING (for the build info) and
+# MLMARK_CUDA_GENCODE_FLAGS (nvcc flags as one string).
+
+# The Jetson boards (53 Nano, 62 TX2, 72 Xavier, 87 Orin, 101/110 Thor) and the discrete generations
+# from Turing on; anything newer runs the PTX of the highest one.
+set(MLMARK_CUDA_WANTED_ARCHS 53 62 72 75 80 86 87 89 90 100 101 110 120)
+
+function(mlmark_nvcc_supported_archs out_var)
+  set(_archs "")
+  # --list-gpu-arch exists from CUDA 11 on; older compilers fail it and get the table below.
+  execute_process(COMMAND "${CMAKE_CUDA_COMPILER}" --list-gpu-arch
+                  RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_QUIET)
+  if(_rc EQUAL 0 AND _out MATCHES "compute_[0-9]+")
+    string(REGEX MATCHALL "compute_[0-9]+" _found "${_out}")
+    foreach(_c ${_found})
+      string(REPLACE "compute_" "" _n "${_c}")
+      list(APPEND _archs "${_n}")
+    endforeach()
+    set(_how "nvcc --list-gpu-arch")
+  else()
+    set(_v "${CMAKE_CUDA_COMPILER_VERSION}")
+    if(_v VERSION_LESS 13.0)
+      list(APPEND _archs 53 62 72)
+    endif()
+    list(APPEND _archs 75)
+    if(NOT _v VERSION_LESS 11.0)
+      list(APPEND _archs 80)
+    endif()
+    if(NOT _v VERSION_LESS 11.1)
+      list(APPEND _archs 86)
+    endif()
+    if(NOT _v VERSION_LESS 11.4)
+      list(APPEND _archs 87)
+    endif()
+    if(NOT _v VERSION_LESS 11.8)
+      list(APPEND _archs 89 90)
+    endif()
+    if(NOT _v VERSION_LESS 12.8)
+      list(APPEND _archs 100 120)
+      if(_v VERSION_LESS 13.0)
+        list(APPEND _archs 101)
+      endif()
+    endif()
+    if(NOT _v VERSION_LESS 13.0)
+      list(APPEND _archs 110)
+    endif()
+    set(_how "the table for CUDA ${_v}")
+  endif()
+  list(REMOVE_DUPLICATES _archs)
+  set(${out_var} "${_archs}" PARENT_SCOPE)
+  set(${out_var}_HOW "${_how}" PARENT_SCOPE)
+endfunction()
+
+if(MLMARK_CUDA_ARCHS)
+  string(REPLACE "," ";" MLMARK_CUDA_ARCHS_SELECTED "${MLMARK_CUDA_ARCHS}")
+  string(REPLACE " " ";" MLMARK_CUDA_ARCHS_SELECTED "${MLMARK_CUDA_ARCHS_SELECTED}")
+  list(REMOVE_ITEM MLMARK_CUDA_ARCHS_SELECTED "")
+  foreach(_a ${MLMARK_CUDA_ARCHS_SELECTED})
+    if(NOT _a MATCHES "^[0-9]+[a-z]?$")
+      message(FATAL_ERROR "MLMARK_CUDA_ARCHS: '${_a}' is not an architecture number such as 87 or 90a")
+    endif()
+  endforeach()
+  message(STATUS "MLMark: CUDA architectures (from MLMARK_CUDA_ARCHS): ${MLMARK_CUDA_ARCHS_SELECTED}")
+else()
+  mlmark_nvcc_supported_archs(_supported)
+  set(MLMARK_CUDA_ARCHS_SELECTED "")
+  foreach(_a ${MLMARK_CUDA_WANTED_ARCHS})
+    list(FIND _supported "${_a}" _i)
+    if(NOT _i EQUAL -1)
+      list(APPEND MLMARK_CUDA_ARCHS_SELECTED "${_a}")
+    endif()
+  endforeach()
+  if(NOT MLMARK_CUDA_ARCHS_SELECTED)
+    message(FATAL_ERROR "MLMark: none of the architectures ${MLMARK_CUDA_WANTED_ARCHS} is supported by "
+                        "${CMAKE_CUDA_COMPILER} (CUDA ${CMAKE_CUDA_COMPILER_VERSION}); set MLMARK_CUDA_ARCHS")
+  endif()
+  message(STATUS "MLMark: CUDA architectures (by ${_supported_HOW}): ${MLMARK_CUDA_ARCHS_SELECTED}")
+endif()
+
+string(REPLACE ";" "," MLMARK_CUDA_ARCHS_STRING "${MLMARK_CUDA_ARCHS_SELECTED}")
+set(MLMARK_CUDA_GENCODE_FLAGS "")
+set(_highest "")
+foreach(_a ${MLMARK_CUDA_ARCHS_SELECTED})
+  # One token per flag ("-gencode=...") so that no CMake version splits or de-duplicates it.
+  string(APPEND MLMARK_CUDA_GENCODE_FLAGS " -gencode=arch=compute_${_a},code=sm_${_a}")
+  set(_highest "${_a}")
+endforeach()
+if(MLMARK_CUDA_PTX AND _highest)
+  # PTX of an arch-specific target (90a) would not run on later GPUs: embed the generic one.
+  string(REGEX REPLACE "[a-z]$" "" _ptx "${_highest}")
+  string(APPEND MLMARK_CUDA_GENCODE_FLAGS " -gencode=arch=compute_${_ptx},code=compute_${_ptx}")
+  set(MLMARK_CUDA_ARCHS_STRING "${MLMARK_CUDA_ARCHS_STRING}+ptx${_ptx}")
+endif()

@@ -1,0 +1,160 @@
+/*
+ * MLMark native library: the C ABI that the Python harness loads with ctypes.
+ *
+ * Rules of this interface:
+ *   - Every function returns an mlmark_status (0 = success) unless it only reads a constant.
+ *   - On failure, mlmark_last_error() returns a one-line message for the calling thread; it stays
+ *     valid until that thread's next call into the library.
+ *   - No C++ exception and no abort crosses this boundary.
+ *   - Structs start with struct_size, which the caller sets to sizeof(struct); a mismatch is
+ *     refused, so a caller built against another layout fails cleanly instead of corrupting memory.
+ *   - MLMARK_ABI_VERSION changes whenever a signature, a struct layout or a constant's meaning
+ *     changes; callers check mlmark_abi_version() before anything else.
+ *   - A loop handle is used by one thread at a time; different handles may run on different threads.
+ */
+#ifndef MLMARK_C_H
+#define MLMARK_C_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define MLMARK_API __declspec(dllexport)
+#else
+#define MLMARK_API __attribute__((visibility("default")))
+#endif
+
+#define MLMARK_ABI_VERSION 1
+
+/* Status codes. */
+#define MLMARK_OK 0
+#define MLMARK_ERR_INVALID_ARGUMENT 1 /* a bad parameter or struct size */
+#define MLMARK_ERR_NO_DRIVER 2        /* no CUDA driver, or one too old for this build */
+#define MLMARK_ERR_NO_DEVICE 3        /* no CUDA GPU visible, or the index is out of range */
+#define MLMARK_ERR_UNSUPPORTED 4      /* cannot run on this device (no GPU code for it, zero-copy refused, ...) */
+#define MLMARK_ERR_OUT_OF_MEMORY 5    /* device, pinned or managed memory exhausted */
+#define MLMARK_ERR_CUDA 6             /* any other CUDA error */
+#define MLMARK_ERR_INTERNAL 7         /* a bug or an unexpected C++ exception */
+
+/* Log levels of the log callback. */
+#define MLMARK_LOG_DEBUG 0
+#define MLMARK_LOG_INFO 1
+#define MLMARK_LOG_WARNING 2
+#define MLMARK_LOG_ERROR 3
+
+/* How the loop's host thread waits for an inference to finish. */
+#define MLMARK_SYNC_BLOCKING 0 /* sleep in cudaEventSynchronize on a blocking-sync event */
+#define MLMARK_SYNC_SPIN 1     /* poll cudaEventQuery in a busy loop */
+
+/* Where the inference buffers live. */
+#define MLMARK_MEMORY_AUTO 0      /* zero-copy on integrated GPUs, device memory on discrete ones */
+#define MLMARK_MEMORY_DEVICE 1    /* cudaMalloc buffers, fed from pinned host staging buffers */
+#define MLMARK_MEMORY_ZERO_COPY 2 /* host memory the GPU reads directly */
+
+/* How zero-copy buffers are allocated. */
+#define MLMARK_ZERO_COPY_MAPPED 0  /* cudaHostAlloc(cudaHostAllocMapped) */
+#define MLMARK_ZERO_COPY_MANAGED 1 /* cudaMallocManaged + cudaStreamAttachMemAsync */
+
+/* Executors the loop can drive. */
+#define MLMARK_EXECUTOR_SPIN 0 /* a kernel that runs for a requested number of nanoseconds */
+
+typedef void (*mlmark_log_fn)(int level, const char* message, void* user);
+
+typedef struct mlmark_loop mlmark_loop; /* opaque */
+
+typedef struct mlmark_device_info {
+  uint32_t struct_size;
+  int32_t device;
+  char name[256];
+  int32_t cc_major;
+  int32_t cc_minor;
+  int32_t integrated;
+  int32_t multiprocessors;
+  int32_t can_map_host_memory;
+  int32_t managed_memory;
+  int32_t concurrent_managed_access;
+  int32_t driver_version;  /* e.g. 13000 for CUDA 13.0; 0 when no driver is installed */
+  int32_t runtime_version; /* the CUDA runtime this library was built with */
+  int32_t reserved0;
+  uint64_t total_memory;
+  uint64_t free_memory;
+} mlmark_device_info;
+
+typedef struct mlmark_loop_config {
+  uint32_t struct_size;
+  int32_t device;
+  int32_t concurrency; /* streams (and executor instances) kept in flight by one host thread */
+  int32_t sync_mode;   /* MLMARK_SYNC_* */
+  int32_t cuda_graph;  /* capture each stream's enqueue once and replay it */
+  int32_t transfers;   /* copy inputs host->device and outputs device->host per inference */
+  int32_t memory;      /* MLMARK_MEMORY_* */
+  int32_t force_zero_copy; /* allow zero-copy on a discrete GPU */
+  int32_t zero_copy_alloc; /* MLMARK_ZERO_COPY_* */
+  int32_t executor;        /* MLMARK_EXECUTOR_* */
+  int64_t spin_ns;         /* MLMARK_EXECUTOR_SPIN: the kernel's duration */
+  uint64_t input_bytes;    /* MLMARK_EXECUTOR_SPIN: size of its one input */
+  uint64_t output_bytes;   /* MLMARK_EXECUTOR_SPIN: size of its one output */
+} mlmark_loop_config;
+
+/* What a loop actually uses (after 'auto' is resolved) and what a run measured. */
+typedef struct mlmark_run_info {
+  uint32_t struct_size;
+  int32_t device;
+  int32_t concurrency;
+  int32_t sync_mode;
+  int32_t cuda_graph;
+  int32_t transfers;
+  int32_t memory; /* MLMARK_MEMORY_DEVICE or MLMARK_MEMORY_ZERO_COPY */
+  int32_t zero_copy_alloc;
+  int32_t integrated;
+  int32_t reserved0;
+  int64_t iterations;
+  int64_t warmup;
+  uint64_t input_bytes;  /* all input bindings of one inference */
+  uint64_t output_bytes; /* all output bindings of one inference */
+  double wall_s;         /* first timed enqueue to last timed completion */
+} mlmark_run_info;
+
+/* Library identity: read before anything else. */
+MLMARK_API int mlmark_abi_version(void);
+MLMARK_API const char* mlmark_source_hash(void);
+MLMARK_API const char* mlmark_build_info(void);
+
+/* The calling thread's last error message ("" when none). */
+MLMARK_API const char* mlmark_last_error(void);
+
+/* Route log messages at min_level or above to fn (NULL: warnings and errors go to stderr). */
+MLMARK_API void mlmark_set_log_callback(mlmark_log_fn fn, void* user, int min_level);
+
+/* Number of CUDA GPUs; fails with NO_DRIVER or NO_DEVICE and a clear message when there is none. */
+MLMARK_API int mlmark_device_count(int32_t* count);
+MLMARK_API int mlmark_get_device_info(int32_t device, mlmark_device_info* info);
+
+/* Create a loop: streams, executors, buffers and graphs are all prepared here, none in run. */
+MLMARK_API int mlmark_loop_create(const mlmark_loop_config* config, mlmark_loop** loop);
+/* The settings the loop resolved; run fields are zero. */
+MLMARK_API int mlmark_loop_get_info(const mlmark_loop* loop, mlmark_run_info* info);
+/*
+ * Run warmup untimed inferences, then iterations timed ones. In issue order, for the i-th timed
+ * inference, in seconds: e2e_s[i] its end-to-end latency (host steady clock, from before its first
+ * enqueue call to the host seeing it complete), gpu_s[i] its GPU compute time (CUDA events around the
+ * executor's work), enqueue_s[i] (may be NULL) the host time its enqueue calls took. Each array holds
+ * at least iterations doubles. info (may be NULL) receives the settings and the wall time.
+ */
+MLMARK_API int mlmark_loop_run(mlmark_loop* loop, int64_t iterations, int64_t warmup, double* e2e_s,
+                               double* gpu_s, double* enqueue_s, mlmark_run_info* info);
+/*
+ * Change a parameter of a calibrated workload between runs, on every stream, keeping captured graphs
+ * valid: "spin_ns" for MLMARK_EXECUTOR_SPIN. UNSUPPORTED for an executor without that parameter.
+ */
+MLMARK_API int mlmark_loop_set_parameter(mlmark_loop* loop, const char* name, double value);
+MLMARK_API int mlmark_loop_destroy(mlmark_loop* loop);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* MLMARK_C_H */

@@ -1,0 +1,92 @@
+// The timed inference loop: one executor and one CUDA stream per unit of concurrency, all kept in
+// flight by the calling host thread, each inference timed end to end (host steady clock) and on the
+// GPU (CUDA events around the executor's work).
+#ifndef MLMARK_LOOP_H
+#define MLMARK_LOOP_H
+
+#include <cuda_runtime_api.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "memory.h"
+#include "mlmark/executor.h"
+#include "mlmark/mlmark_c.h"
+
+namespace mlmark {
+
+class Loop {
+ public:
+  // Validates config and prepares everything a run needs: streams, executors, buffers, events,
+  // graphs. Throws Error with a clear message when the device cannot do what config asks.
+  explicit Loop(const mlmark_loop_config& config);
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // The settings in use; the run fields (iterations, warmup, wall_s) are zero.
+  mlmark_run_info info() const;
+
+  // Set a named parameter on every stream's executor (see Executor::set_parameter).
+  void set_parameter(const std::string& name, double value);
+
+  // warmup untimed inferences, then iterations timed ones (see mlmark_loop_run).
+  void run(int64_t iterations, int64_t warmup, double* e2e_s, double* gpu_s, double* enqueue_s, mlmark_run_info* info);
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  struct Slot {
+    cudaStream_t stream = nullptr;
+    std::unique_ptr<Executor> executor;
+    std::vector<Buffer> buffers;  // what kernels read and write: device or zero-copy memory
+    std::vector<Buffer> staging;  // pinned host copies, when transfers are on
+    std::vector<void*> pointers;  // device pointers, one per binding, in binding order
+    // Two sets of events, used alternately: the next inference is enqueued before the finished
+    // one's GPU time is read, so its events must not be re-recorded yet.
+    cudaEvent_t start[2] = {nullptr, nullptr};
+    cudaEvent_t end[2] = {nullptr, nullptr};
+    cudaEvent_t done[2] = {nullptr, nullptr};  // after the output copies; null when there are none
+    cudaGraphExec_t graph = nullptr;
+    bool busy = false;
+    int parity = 1;
+    int64_t index = 0;
+    Clock::time_point t0;        // before the first enqueue call of the inference in flight
+    Clock::time_point enqueued;  // after its last enqueue call
+
+    ~Slot();
+    cudaEvent_t completion() const { return done[parity] ? done[parity] : end[parity]; }
+  };
+
+  void setup_slot(Slot& slot, int number);
+  void capture_graph(Slot& slot);
+  void issue(Slot& slot, int64_t index);
+  Slot* wait_any(Clock::time_point* finished);
+  void phase(int64_t count, double* e2e_s, double* gpu_s, double* enqueue_s, double* wall_s);
+  void drain() noexcept;
+
+  int device_ = 0;
+  int concurrency_ = 1;
+  int sync_mode_ = MLMARK_SYNC_BLOCKING;
+  bool cuda_graph_ = false;
+  bool transfers_ = true;
+  int memory_ = MLMARK_MEMORY_DEVICE;
+  int zero_copy_alloc_ = MLMARK_ZERO_COPY_MAPPED;
+  bool integrated_ = false;
+  bool concurrent_managed_access_ = false;
+  std::size_t input_bytes_ = 0;
+  std::size_t output_bytes_ = 0;
+  std::unique_ptr<ExecutorFactory> factory_;
+  std::vector<Binding> bindings_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<Slot*> fifo_;  // blocking mode: in-flight slots in issue order
+  std::size_t fifo_head_ = 0;
+  std::size_t next_poll_ = 0;  // spin mode: where the next poll round starts, for fairness
+};
+
+}  // namespace mlmark
+
+#endif  // MLMARK_LOOP_H
