@@ -4,7 +4,7 @@ Interleaved rounds (harness, plain, harness, plain, ...) on the same session and
 and 8, so drift in clock speed or load hits both alike. Goal: harness/plain throughput >= 0.98 and
 p95 within 2 %.
 
-    python bench/overhead.py [--workload mobilenet] [--iterations 300] [--rounds 6] [--out FILE]
+    python bench/overhead.py [--workload mobilenet] [--iterations 60] [--rounds 30] [--out FILE]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def bench(workload_name: str, batch: int, iterations: int, rounds: int) -> Dict:
     feed = workload.make_inputs(session.input_specs(), batch)
     raw = session.sessions[0]
     names = session.output_names()
-    plain_loop(raw, names, feed, max(20, iterations // 10))  # warm-up
+    plain_loop(raw, names, feed, max(20, iterations))  # warm-up
     h_lat: List[float] = []
     p_lat: List[float] = []
     h_wall = p_wall = 0.0
@@ -79,11 +79,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", default="mobilenet")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--iterations", type=int, default=300, help="iterations per round and method")
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--iterations", type=int, default=60, help="iterations per round and method")
+    # Many short rounds: both loops then sample the same background noise (p95 is sensitive to it).
+    ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    rows = [bench(args.workload, b, args.iterations if b == 1 else max(50, args.iterations // 4), args.rounds)
+    rows = [bench(args.workload, b, args.iterations if b == 1 else max(10, args.iterations // 4), args.rounds)
             for b in args.batches]
     print("{:<10} {:>5} {:>6} {:>12} {:>12} {:>9} {:>12} {:>12} {:>9}  {}".format(
         "workload", "batch", "iters", "harness fps", "plain fps", "ratio", "harness p95", "plain p95", "p95 diff",
