@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 # The oldest Python the project supports (JetPack 5); tests run under it too where it is installed.
-PYTHON38 ?= $(shell command -v python3.8 2>/dev/null)
+# A pyenv shim answers `command -v` even when 3.8 is not selected, so test that it runs; pyenv's own
+# 3.8 installs are tried too.
+PYTHON38 ?= $(shell for p in python3.8 $$HOME/.pyenv/versions/3.8*/bin/python3.8; do \
+	if "$$p" -c pass >/dev/null 2>&1; then echo "$$p"; break; fi; done)
 VENV38 ?= .venv38
 PYTEST_ARGS ?= -q
 
