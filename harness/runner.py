@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.config import MIN_VALID_ITERATIONS, Task
 from harness.errors import DatasetError, MLMarkError, ModelError, RunError, UnsupportedTask
+from harness.report import sig3
 from harness.stats import LatencyStats, summarize
 from targets import get_target
 from targets.base import LoadRequest, Session, Target
@@ -253,4 +254,4 @@ def run_tasks(prepared: Sequence[PreparedTask], record: Any, out: Any) -> None:
         result.finished = res.now()
         record.tasks.append(result)
         res.save(record, out)
-        log.info("%s: %s %s %s", task.source, result.metric, result.score, result.units)
+        log.info("%s: %s %s %s", task.source, result.metric, sig3(result.score), result.units)
