@@ -12,6 +12,16 @@ from typing import Any, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; results and models are shared like any file.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write data to path so that readers see the old file or the whole new one, never a part."""
     path = Path(path)
@@ -19,6 +29,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _FILE_MODE)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
