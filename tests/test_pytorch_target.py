@@ -87,6 +87,40 @@ def shape_chain_model(path: Path) -> Path:
     return path
 
 
+def biased_conv_model(path: Path) -> Path:
+    """Convolutions with a bias (one with TF-style asymmetric pads, which onnx2torch wraps with a Pad), one
+    without, and the biased features as a second output: what the bias-kernel swap must handle."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+
+    def init(name: str, *shape: int) -> Any:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+
+    inits = [init("wa", 16, 3, 3, 3), init("ba", 16), init("wb", 32, 16, 3, 3), init("bb", 32), init("wc", 32, 32, 1, 1),
+             init("fc", 10, 32), init("fcb", 10)]
+    nodes = [
+        helper.make_node("Conv", ["input", "wa", "ba"], ["a"], name="a", strides=[2, 2], pads=[0, 0, 1, 1],
+                         kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["a"], ["ar"], name="ar"),
+        helper.make_node("Conv", ["ar", "wb", "bb"], ["b"], name="b", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["b"], ["features"], name="br"),
+        helper.make_node("Conv", ["features", "wc"], ["c"], name="c", kernel_shape=[1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"], name="g"),
+        helper.make_node("Flatten", ["g"], ["f"], name="f"),
+        helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "biased", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
+         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 32, 112, 112])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
 def workload_model(name: str) -> Optional[Path]:
     """The workload's generated model, or None while its generator is not in this checkout."""
     from workloads import get_workload
@@ -183,6 +217,27 @@ def test_host_shape_operands_stay_on_the_host(tmp_path: Path) -> None:
     names = dict(module.named_buffers())
     assert converted.host_buffers and all(names[b].dtype == torch.int64 for b in converted.host_buffers)
     assert converted.info["onnx_ops"]["Reshape"] == 1 and "Shape" not in converted.info["onnx_ops"]
+
+
+@needs_torch
+def test_biased_convolutions_are_sized_and_left_alone_off_cuda(tmp_path: Path) -> None:
+    from targets.pytorch.convert import BIAS_KERNEL_MIN_ELEMENTS, convert_onnx, move
+
+    path = biased_conv_model(tmp_path / "biased.onnx")
+    converted = convert_onnx(path, {"input": [8, 3, 224, 224]})
+    # The padded conv is the Conv2d inside onnx2torch's Sequential(pad, conv); the unbiased one is not listed.
+    assert converted.conv_outputs == {"a.1": 8 * 16 * 112 * 112, "b": 8 * 32 * 112 * 112}
+    assert min(converted.conv_outputs.values()) >= BIAS_KERNEL_MIN_ELEMENTS  # both would move to the kernel on CUDA
+    module, _ = move(converted, torch.device("cpu"), torch.float32, channels_last=True, bias_kernel=True)
+    assert type(module.get_submodule("a.1")) is torch.nn.Conv2d and type(module.get_submodule("b")) is torch.nn.Conv2d
+    assert "conv_bias_kernel" not in converted.info  # the kernel is CUDA's: nothing changes on the CPU
+    feed = {"input": np.random.default_rng(8).standard_normal((8, 3, 224, 224)).astype(np.float32)}
+    with torch.inference_mode():
+        got = [t.numpy() for t in module(torch.from_numpy(feed["input"]).contiguous(memory_format=torch.channels_last))]
+    for g, w in zip(got, ort_outputs(path, feed)):
+        assert rel_err(g, w) < 1e-5
+    small = convert_onnx(path, {"input": [1, 3, 224, 224]})
+    assert all(n < BIAS_KERNEL_MIN_ELEMENTS for n in small.conv_outputs.values())  # batch 1 keeps conv2d's bias
 
 
 @needs_torch
@@ -362,6 +417,33 @@ def test_gpu_modes_match_onnxruntime(tmp_path: Path, mode: str, precision: str, 
 
 @pytest.mark.gpu
 @needs_torch
+@pytest.mark.parametrize("precision", ["fp16", "fp32", "bf16"])
+def test_gpu_bias_kernel_is_bit_identical(tmp_path: Path, monkeypatch: Any, precision: str) -> None:
+    from targets.pytorch.convert import convert_onnx, move
+
+    if precision == "bf16" and torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("this GPU has no bf16")
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # one convolution algorithm for both runs
+    dtype = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    path = biased_conv_model(tmp_path / "biased.onnx")
+    x = torch.randn(8, 3, 224, 224).to("cuda", dtype).contiguous(memory_format=torch.channels_last)
+    outs = []
+    for kernel in (False, True):
+        converted = convert_onnx(path, {"input": [8, 3, 224, 224]})
+        module, _ = move(converted, torch.device("cuda"), dtype, channels_last=True, bias_kernel=kernel)
+        assert converted.info.get("conv_bias_kernel") == ("2 of 2 biased convolutions" if kernel else None)
+        with torch.inference_mode():
+            outs.append(module(x))
+    for plain, swapped in zip(*outs):
+        assert swapped.is_contiguous(memory_format=torch.channels_last) or swapped.dim() != 4
+        assert torch.equal(plain, swapped)  # the same sum, rounded once, in the same order
+    want = ort_outputs(path, {"input": x.float().cpu().numpy()})
+    for g, w in zip(outs[1], want):
+        assert rel_err(g.float().cpu().numpy(), w) < (5e-3 if precision == "fp32" else 3e-2)
+
+
+@pytest.mark.gpu
+@needs_torch
 def test_gpu_bf16_where_supported(tmp_path: Path) -> None:
     caps = get_target("pytorch").capabilities()
     tiny = write_tiny_classifier(tmp_path / "tiny.onnx")
@@ -389,6 +471,8 @@ def test_gpu_workloads_batch_8_cuda_graph(workload: str, models_dir: Path) -> No
     for g, w in zip(got, want):
         assert g.shape == w.shape and rel_err(g, w) < 2e-2
     assert session.info["cuda_graphs"] == 1
+    # at batch 8 the first convolutions' outputs are large enough for the channels-last bias kernel
+    assert not session.info["conv_bias_kernel"].startswith("0 of")
 
 
 @pytest.mark.gpu

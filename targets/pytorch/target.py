@@ -330,7 +330,8 @@ class PyTorchTarget(Target):
         converted = convert_onnx(request.model_path, shapes)
         info: Dict[str, Any] = {}
         info.update(self._configure(torch, gpu, opts))
-        module, retargeted = move(converted, device, dtype, channels_last)
+        # torch.compile fuses the bias add into its own kernels; the swap would only stand in its way.
+        module, retargeted = move(converted, device, dtype, channels_last, bias_kernel=mode != "compile")
         session = TorchSession(torch, module, specs, converted.output_names, device, dtype, channels_last, info)
         info.update(_device_info(torch, device))
         info.update({"precision": str(dtype).replace("torch.", ""), "exec_mode_requested": mode,
