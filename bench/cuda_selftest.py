@@ -1,8 +1,9 @@
 """CUDA timing self-test as a benchmark: prints the self-test's table and keeps its JSON report.
 
 The same measurements as `mlmark selftest` (targets/native/selftest.py): fixed CUDA-event cost,
-timing accuracy against requested kernel durations, host overhead per inference for blocking and
-spin-wait completion, concurrency scaling and CUDA-graph agreement. The report goes to
+timing accuracy against requested kernel durations, host overhead per inference and the waiting
+thread's CPU share for blocking, spin-wait and sleep completion, concurrency scaling and CUDA-graph
+agreement. The report goes to
 Results/cuda_selftest-<time>.json unless --json names another path.
 
     python bench/cuda_selftest.py [--quick] [--device N] [--json PATH]

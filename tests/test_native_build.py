@@ -18,11 +18,12 @@ from typing import Any, List, NamedTuple
 import numpy as np
 import pytest
 
-from harness.errors import ConfigError, TargetUnavailable
+from harness.errors import ConfigError, ModelError, TargetUnavailable, UnsupportedTask
 from targets.native import library as native
 from targets.native import selftest
+from targets.native import tensorrt as trt
 from targets.native.library import DeviceInfo
-from targets.native.loop import LoopResult, LoopSettings, SpinWorkload, run_loop
+from targets.native.loop import EngineWorkload, LoopResult, LoopSettings, NativeLoop, SpinWorkload, run_loop
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -239,9 +240,97 @@ def test_native_lib_env_must_exist(tmp_path: Path, monkeypatch: Any) -> None:
 @needs_toolchain
 def test_abi_version_and_identity(built: Built) -> None:
     lib = native.load_library(built.library)
-    assert lib.abi_version == native.EXPECTED_ABI_VERSION
+    assert lib.abi_version == native.EXPECTED_ABI_VERSION == 2
     assert lib.source_hash == native.embedded_source_hash(built.library)
     assert "cuda_runtime=" in lib.build_info
+    assert "tensorrt=" in lib.build_info
+
+
+def test_python_and_header_agree_on_the_abi_version() -> None:
+    header = (native.SOURCE_DIR / "include" / "mlmark" / "mlmark_c.h").read_text()
+    version = re.search(r"#define MLMARK_ABI_VERSION (\d+)", header)
+    assert version and int(version.group(1)) == native.EXPECTED_ABI_VERSION
+
+
+# --- a library built without TensorRT -------------------------------------------------------------
+
+
+def _without_tensorrt(built: Built) -> native.NativeLibrary:
+    lib = native.load_library(built.library)
+    if lib.trt_info().built_with_tensorrt:
+        pytest.skip("this machine has TensorRT, so the default build includes it")
+    return lib
+
+
+@needs_toolchain
+def test_library_without_tensorrt_says_so(built: Built) -> None:
+    lib = _without_tensorrt(built)
+    assert "tensorrt=none" in lib.build_info
+    assert native.tensorrt_marker(built.library) == ("none", "")
+    assert native.tensorrt_staleness(built.library) is None
+    with pytest.raises(TargetUnavailable) as err:
+        trt.tensorrt_info(lib)
+    assert str(err.value) == trt.TENSORRT_MISSING
+    assert "\n" not in str(err.value)
+
+
+@needs_toolchain
+def test_engine_build_without_tensorrt_is_target_unavailable(built: Built, tmp_path: Path) -> None:
+    lib = _without_tensorrt(built)
+    onnx_path = tmp_path / "model.onnx"
+    onnx_path.write_bytes(b"not checked before the library is asked")
+    spec = trt.EngineBuildSpec(onnx_path=onnx_path, engine_path=tmp_path / "model.engine", precision="fp16", batch=1)
+    with pytest.raises(TargetUnavailable, match="TensorRT was not found when cpp_environment was built"):
+        trt.build_engine(lib, spec)
+    assert not (tmp_path / "model.engine").exists()
+    with pytest.raises(TargetUnavailable, match="TensorRT was not found"):
+        trt.inspect_engine(lib, tmp_path / "model.engine")
+
+
+@needs_toolchain
+def test_c_functions_without_tensorrt_refuse_cleanly(built: Built, tmp_path: Path) -> None:
+    lib = _without_tensorrt(built)
+    config = native.TrtBuildConfigStruct()
+    config.onnx_path = b"/nonexistent.onnx"
+    config.engine_path = str(tmp_path / "x.engine").encode()
+    config.batch = 1
+    config.workspace_mb = 16
+    status, _result = lib.trt_build_engine(config)
+    assert status == native.ERR_UNSUPPORTED
+    assert "built without TensorRT" in lib.last_error(status, "build")
+    status, text = lib.trt_inspect_engine(0, tmp_path / "x.engine")
+    assert status == native.ERR_UNSUPPORTED and text == ""
+    # A caller with another struct layout is refused, not trusted.
+    info = native.TrtInfoStruct()
+    info.struct_size = 8
+    status = lib._trt_get_info(0, ctypes.byref(info))
+    assert status == native.ERR_INVALID_ARGUMENT
+    assert "struct_size is 8" in lib.last_error(status, "info")
+
+
+@needs_toolchain
+def test_new_loop_functions_refuse_null_handles(built: Built) -> None:
+    lib = native.load_library(built.library)
+    count = ctypes.c_int32(-1)
+    status = lib._loop_binding_count(None, ctypes.byref(count))
+    assert status == native.ERR_INVALID_ARGUMENT and "loop must not be NULL" in lib.last_error(status, "count")
+    status = lib._loop_infer(None, 0, None, 0)
+    assert status == native.ERR_INVALID_ARGUMENT
+    data = np.zeros(4, dtype=np.uint8)
+    status = lib._loop_set_input(None, 0, 0, ctypes.c_void_p(data.ctypes.data), 4)
+    assert status == native.ERR_INVALID_ARGUMENT
+
+
+@needs_toolchain
+def test_engine_loop_without_gpu_or_tensorrt_is_one_line(built: Built, tmp_path: Path) -> None:
+    lib = native.load_library(built.library)
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\0" * 128)
+    # No GPU (TargetUnavailable), no TensorRT in the build (UnsupportedTask), or, with both, a file that is no
+    # engine (ModelError): whichever applies, one line and no crash.
+    with pytest.raises((TargetUnavailable, UnsupportedTask, ModelError)) as err:
+        NativeLoop(LoopSettings(iterations=5), EngineWorkload(engine), lib)
+    assert "\n" not in str(err.value)
 
 
 def _fake_library(tmp_path: Path, source: str) -> Path:

@@ -8,6 +8,10 @@
 // The source hash as a marker the Python side finds by scanning the file, without loading it: a
 // library already loaded into the process cannot be reloaded, so staleness must be judged before.
 extern "C" MLMARK_API const char mlmark_source_marker[] = "MLMARK_SOURCE_HASH=" MLMARK_SOURCE_HASH;
+// Likewise the TensorRT headers it was compiled against: after a JetPack upgrade they say another version,
+// and the library must be rebuilt before it is loaded. Ends at the first ';'.
+extern "C" MLMARK_API const char mlmark_tensorrt_marker[] =
+    "MLMARK_TENSORRT=" MLMARK_TENSORRT_VERSION "|" MLMARK_TENSORRT_HEADER ";";
 
 namespace mlmark {
 
@@ -23,7 +27,8 @@ MLMARK_API const char* mlmark_source_hash(void) { return MLMARK_SOURCE_HASH; }
 
 MLMARK_API const char* mlmark_build_info(void) {
   return "cuda_runtime=" MLMARK_CUDA_VERSION " cuda_archs=" MLMARK_CUDA_ARCHS " cuda_compiler=" MLMARK_CUDA_COMPILER_ID
-         " cxx_compiler=" MLMARK_CXX_COMPILER_ID " build_type=" MLMARK_BUILD_TYPE " cmake=" MLMARK_CMAKE_VERSION;
+         " cxx_compiler=" MLMARK_CXX_COMPILER_ID " build_type=" MLMARK_BUILD_TYPE " cmake=" MLMARK_CMAKE_VERSION
+         " tensorrt=" MLMARK_TENSORRT_VERSION;
 }
 
 }  // extern "C"

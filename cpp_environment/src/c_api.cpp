@@ -3,11 +3,13 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "cuda_util.h"
 #include "log.h"
 #include "loop.h"
 #include "mlmark/mlmark_c.h"
+#include "tensorrt/backend.h"
 
 struct mlmark_loop {
   mlmark::Loop loop;
@@ -17,6 +19,7 @@ struct mlmark_loop {
 namespace {
 
 thread_local std::string t_last_error;
+thread_local std::string t_json;  // mlmark_trt_inspect_engine's result, valid until the thread's next call
 
 int fail(int status, const std::string& message) {
   t_last_error = message;
@@ -143,6 +146,98 @@ MLMARK_API int mlmark_loop_set_parameter(mlmark_loop* loop, const char* name, do
 
 MLMARK_API int mlmark_loop_destroy(mlmark_loop* loop) {
   return guarded("mlmark_loop_destroy", [&] { delete loop; });
+}
+
+MLMARK_API int mlmark_loop_binding_count(const mlmark_loop* loop, int32_t* count) {
+  return guarded("mlmark_loop_binding_count", [&] {
+    require(loop, "loop");
+    require(count, "count");
+    *count = static_cast<int32_t>(loop->loop.bindings().size());
+  });
+}
+
+MLMARK_API int mlmark_loop_get_binding(const mlmark_loop* loop, int32_t index, mlmark_binding_info* info) {
+  return guarded("mlmark_loop_get_binding", [&] {
+    require(loop, "loop");
+    require(info, "info");
+    check_size(info->struct_size, sizeof(mlmark_binding_info), "mlmark_binding_info");
+    const std::vector<mlmark::Binding>& bindings = loop->loop.bindings();
+    if (index < 0 || static_cast<std::size_t>(index) >= bindings.size()) {
+      throw mlmark::Error(MLMARK_ERR_INVALID_ARGUMENT, "binding index " + std::to_string(index) + " is out of range: the loop has " +
+                                                           std::to_string(bindings.size()));
+    }
+    const mlmark::Binding& b = bindings[static_cast<std::size_t>(index)];
+    if (b.name.size() >= sizeof(info->name)) {
+      throw mlmark::Error(MLMARK_ERR_UNSUPPORTED, "tensor name longer than " + std::to_string(sizeof(info->name) - 1) + " bytes");
+    }
+    if (b.shape.size() > MLMARK_MAX_DIMS) {
+      throw mlmark::Error(MLMARK_ERR_UNSUPPORTED, "tensor '" + b.name + "' has more than " + std::to_string(MLMARK_MAX_DIMS) + " dimensions");
+    }
+    std::memset(info, 0, sizeof(*info));
+    info->struct_size = sizeof(*info);
+    info->index = index;
+    info->is_input = b.is_input ? 1 : 0;
+    info->dtype = b.dtype;
+    if (b.shape.empty()) {
+      // An untyped buffer (the spin kernel's): bytes of uint8.
+      info->nb_dims = 1;
+      info->dims[0] = static_cast<int64_t>(b.bytes);
+    } else {
+      info->nb_dims = static_cast<int32_t>(b.shape.size());
+      for (std::size_t d = 0; d < b.shape.size(); ++d) info->dims[d] = b.shape[d];
+    }
+    info->bytes = b.bytes;
+    std::memcpy(info->name, b.name.c_str(), b.name.size() + 1);
+  });
+}
+
+MLMARK_API int mlmark_loop_set_input(mlmark_loop* loop, int32_t slot, int32_t binding, const void* data,
+                                     uint64_t bytes) {
+  return guarded("mlmark_loop_set_input", [&] {
+    require(loop, "loop");
+    require(data, "data");
+    loop->loop.set_input(slot, binding, data, static_cast<std::size_t>(bytes));
+  });
+}
+
+MLMARK_API int mlmark_loop_infer(mlmark_loop* loop, int32_t slot, void* const* outputs, int32_t count) {
+  return guarded("mlmark_loop_infer", [&] {
+    require(loop, "loop");
+    require(outputs, "outputs");
+    loop->loop.infer(slot, outputs, count);
+  });
+}
+
+MLMARK_API int mlmark_trt_get_info(int32_t device, mlmark_trt_info* info) {
+  return guarded("mlmark_trt_get_info", [&] {
+    require(info, "info");
+    check_size(info->struct_size, sizeof(mlmark_trt_info), "mlmark_trt_info");
+    std::memset(info, 0, sizeof(*info));
+    info->struct_size = sizeof(*info);
+    mlmark::trt::get_info(device, info);
+  });
+}
+
+MLMARK_API int mlmark_trt_build_engine(const mlmark_trt_build_config* config, mlmark_trt_build_result* result) {
+  return guarded("mlmark_trt_build_engine", [&] {
+    require(config, "config");
+    require(result, "result");
+    check_size(config->struct_size, sizeof(mlmark_trt_build_config), "mlmark_trt_build_config");
+    check_size(result->struct_size, sizeof(mlmark_trt_build_result), "mlmark_trt_build_result");
+    std::memset(result, 0, sizeof(*result));
+    result->struct_size = sizeof(*result);
+    mlmark::trt::build_engine(*config, result);
+  });
+}
+
+MLMARK_API int mlmark_trt_inspect_engine(int32_t device, const char* engine_path, const char** json) {
+  return guarded("mlmark_trt_inspect_engine", [&] {
+    require(engine_path, "engine_path");
+    require(json, "json");
+    *json = nullptr;
+    t_json = mlmark::trt::inspect_engine(device, engine_path);
+    *json = t_json.c_str();
+  });
 }
 
 }  // extern "C"

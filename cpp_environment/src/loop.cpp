@@ -6,6 +6,7 @@
 #include "cuda_util.h"
 #include "log.h"
 #include "spin_executor.h"
+#include "tensorrt/backend.h"
 
 namespace mlmark {
 namespace {
@@ -16,7 +17,10 @@ const int64_t kMaxSpinNs = 10LL * 1000 * 1000 * 1000;
 // Input buffers hold a fixed non-zero pattern: zeros can make real engines run faster than real data.
 const int kInputPattern = 0xA5;
 
-const char* sync_name(int mode) { return mode == MLMARK_SYNC_SPIN ? "spin-wait" : "blocking sync"; }
+const char* sync_name(int mode) {
+  if (mode == MLMARK_SYNC_SPIN) return "spin-wait";
+  return mode == MLMARK_SYNC_SLEEP ? "sleep (blocking-sync events)" : "blocking (driver busy-waits)";
+}
 
 const char* memory_name(int memory, int alloc) {
   if (memory == MLMARK_MEMORY_DEVICE) return "device memory";
@@ -68,7 +72,7 @@ Loop::Loop(const mlmark_loop_config& c) {
     throw Error(MLMARK_ERR_INVALID_ARGUMENT, "concurrency must be within 1.." + std::to_string(kMaxConcurrency) +
                                                  ", got " + std::to_string(c.concurrency));
   }
-  if (c.sync_mode != MLMARK_SYNC_BLOCKING && c.sync_mode != MLMARK_SYNC_SPIN) {
+  if (c.sync_mode != MLMARK_SYNC_BLOCKING && c.sync_mode != MLMARK_SYNC_SPIN && c.sync_mode != MLMARK_SYNC_SLEEP) {
     throw Error(MLMARK_ERR_INVALID_ARGUMENT, "unknown sync mode " + std::to_string(c.sync_mode));
   }
   if (c.memory != MLMARK_MEMORY_AUTO && c.memory != MLMARK_MEMORY_DEVICE && c.memory != MLMARK_MEMORY_ZERO_COPY) {
@@ -77,10 +81,13 @@ Loop::Loop(const mlmark_loop_config& c) {
   if (c.zero_copy_alloc != MLMARK_ZERO_COPY_MAPPED && c.zero_copy_alloc != MLMARK_ZERO_COPY_MANAGED) {
     throw Error(MLMARK_ERR_INVALID_ARGUMENT, "unknown zero-copy allocation " + std::to_string(c.zero_copy_alloc));
   }
-  if (c.executor != MLMARK_EXECUTOR_SPIN) {
+  if (c.executor != MLMARK_EXECUTOR_SPIN && c.executor != MLMARK_EXECUTOR_TENSORRT) {
     throw Error(MLMARK_ERR_INVALID_ARGUMENT, "unknown executor " + std::to_string(c.executor));
   }
-  if (c.spin_ns < 0 || c.spin_ns > kMaxSpinNs) {
+  if (c.executor == MLMARK_EXECUTOR_TENSORRT && (!c.engine_path || !*c.engine_path)) {
+    throw Error(MLMARK_ERR_INVALID_ARGUMENT, "the TensorRT executor needs engine_path, the engine file to run");
+  }
+  if (c.executor == MLMARK_EXECUTOR_SPIN && (c.spin_ns < 0 || c.spin_ns > kMaxSpinNs)) {
     throw Error(MLMARK_ERR_INVALID_ARGUMENT, "spin duration must be within 0..10 s, got " + std::to_string(c.spin_ns) + " ns");
   }
 
@@ -95,15 +102,24 @@ Loop::Loop(const mlmark_loop_config& c) {
   integrated_ = props.integrated;
   concurrent_managed_access_ = props.concurrent_managed_access;
 
-  // The scheduling flag decides how the driver itself waits; the loop waits explicitly (blocking-sync
-  // events or polling) so it does not depend on this succeeding, which it cannot on old drivers once
-  // the context exists.
-  const unsigned flags =
-      (sync_mode_ == MLMARK_SYNC_SPIN ? cudaDeviceScheduleSpin : cudaDeviceScheduleBlockingSync) | cudaDeviceMapHost;
-  cudaError_t flag_err = cudaSetDeviceFlags(flags);
-  if (flag_err != cudaSuccess) {
+  // The scheduling flags (spin, yield or sleep in cudaStreamSynchronize and cudaDeviceSynchronize) belong
+  // to the process's primary context, which every loop and any framework in this process share, and a
+  // change applies at once to all of them. So no loop touches them, and none needs to, since each wait
+  // mode is fixed by the event alone: cudaEventSynchronize busy-waits on a plain event and sleeps on a
+  // blocking-sync one whatever the flags (as documented; on an H100 a plain event's wait used a full
+  // core under each of the four policies), and spin-wait polls. Only the map-host flag is added where
+  // it is missing: mapped zero-copy needed it before unified addressing.
+  unsigned flags = 0;
+  if (cudaGetDeviceFlags(&flags) != cudaSuccess) {
     cudaGetLastError();
-    log(MLMARK_LOG_DEBUG, "device scheduling flags left as they were: %s", cudaGetErrorString(flag_err));
+    flags = 0;
+  }
+  if (!(flags & cudaDeviceMapHost)) {
+    const cudaError_t flag_err = cudaSetDeviceFlags(flags | cudaDeviceMapHost);
+    if (flag_err != cudaSuccess) {
+      cudaGetLastError();
+      log(MLMARK_LOG_DEBUG, "device flags left as they were: %s", cudaGetErrorString(flag_err));
+    }
   }
 
   memory_ = c.memory;
@@ -126,8 +142,12 @@ Loop::Loop(const mlmark_loop_config& c) {
     transfers_ = false;
   }
 
-  factory_ = make_spin_factory(c.spin_ns, static_cast<std::size_t>(c.input_bytes),
-                               static_cast<std::size_t>(c.output_bytes));
+  if (c.executor == MLMARK_EXECUTOR_TENSORRT) {
+    factory_ = trt::make_engine_factory(c.engine_path);
+  } else {
+    factory_ = make_spin_factory(c.spin_ns, static_cast<std::size_t>(c.input_bytes),
+                                 static_cast<std::size_t>(c.output_bytes));
+  }
   {
     std::unique_ptr<Executor> probe = factory_->create();
     bindings_ = probe->bindings();
@@ -160,7 +180,7 @@ Loop::Loop(const mlmark_loop_config& c) {
   // now, so a failure is reported by create, not by the first timed run.
   phase(concurrency_, nullptr, nullptr, nullptr, nullptr);
 
-  log(MLMARK_LOG_INFO, "loop ready on GPU %d (%s): %d stream(s), %s, CUDA graphs %s, transfers %s, %s, executor %s",
+  log(MLMARK_LOG_INFO, "loop ready on GPU %d (%s): %d stream(s), wait %s, CUDA graphs %s, transfers %s, %s, executor %s",
       device_, props.name.c_str(), concurrency_, sync_name(sync_mode_), cuda_graph_ ? "on" : "off",
       transfers_ ? "on" : "off", memory_name(memory_, zero_copy_alloc_), factory_->name().c_str());
 }
@@ -197,13 +217,14 @@ void Loop::setup_slot(Slot& s, int number) {
   }
   if (memory_ == MLMARK_MEMORY_DEVICE) check_cuda(cudaDeviceSynchronize(), "initializing buffers");
 
-  const unsigned wait_flag = sync_mode_ == MLMARK_SYNC_BLOCKING ? cudaEventBlockingSync : 0u;
+  // Sleep mode: the event itself asks for an interrupt-driven wait, whatever the scheduling flags.
+  const unsigned wait_flag = sync_mode_ == MLMARK_SYNC_SLEEP ? cudaEventBlockingSync : 0u;
   bool has_output_copy = false;
   for (const Binding& b : bindings_) has_output_copy = has_output_copy || (transfers_ && !b.is_input);
   for (int p = 0; p < 2; ++p) {
     make_event(&s.start[p], cudaEventDefault);
     // The loop waits on the last event of an inference: the end event, or the one after the output
-    // copies. Only that one needs the blocking-sync flag.
+    // copies. Only that one needs the wait flag.
     make_event(&s.end[p], has_output_copy ? cudaEventDefault : wait_flag);
     if (has_output_copy) make_event(&s.done[p], cudaEventDisableTiming | wait_flag);
   }
@@ -211,6 +232,10 @@ void Loop::setup_slot(Slot& s, int number) {
 }
 
 void Loop::capture_graph(Slot& s) {
+  // One plain enqueue first: TensorRT finishes a context's lazy setup on its first enqueue (allocations,
+  // shape and profile updates), which must not happen inside a capture.
+  s.executor->enqueue(s.stream, s.pointers.data());
+  check_cuda(cudaStreamSynchronize(s.stream), "the inference before graph capture");
   check_cuda(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
   try {
     s.executor->enqueue(s.stream, s.pointers.data());
@@ -265,8 +290,8 @@ void Loop::issue(Slot& s, int64_t index) {
 }
 
 Loop::Slot* Loop::wait_any(Clock::time_point* finished) {
-  if (sync_mode_ == MLMARK_SYNC_BLOCKING) {
-    // One thread cannot sleep on several events at once; it sleeps on the oldest inference. The
+  if (sync_mode_ != MLMARK_SYNC_SPIN) {
+    // One thread cannot wait on several events at once; it waits on the oldest inference. The
     // streams run the same work, so they finish in about issue order, and a later one that finished
     // first is recorded when the loop sees it, as an application with one thread would see it.
     Slot* s = fifo_[fifo_head_];
@@ -347,6 +372,82 @@ void Loop::set_parameter(const std::string& name, double value) {
     if (!s->executor->set_parameter(name, value)) {
       throw Error(MLMARK_ERR_UNSUPPORTED, "the " + factory_->name() + " executor has no parameter '" + name + "'");
     }
+  }
+}
+
+Loop::Slot& Loop::slot_at(int slot) {
+  if (slot < 0 || static_cast<std::size_t>(slot) >= slots_.size()) {
+    throw Error(MLMARK_ERR_INVALID_ARGUMENT,
+                "slot " + std::to_string(slot) + " is out of range: the loop has " + std::to_string(slots_.size()));
+  }
+  return *slots_[static_cast<std::size_t>(slot)];
+}
+
+void Loop::set_input(int slot, int binding, const void* data, std::size_t bytes) {
+  if (binding < 0 || static_cast<std::size_t>(binding) >= bindings_.size() ||
+      !bindings_[static_cast<std::size_t>(binding)].is_input) {
+    throw Error(MLMARK_ERR_INVALID_ARGUMENT, "binding " + std::to_string(binding) + " is not an input of this loop");
+  }
+  const std::size_t i = static_cast<std::size_t>(binding);
+  if (bytes != bindings_[i].bytes) {
+    throw Error(MLMARK_ERR_INVALID_ARGUMENT, "input '" + bindings_[i].name + "' takes " + std::to_string(bindings_[i].bytes) +
+                                                 " bytes, got " + std::to_string(bytes));
+  }
+  if (slot != -1) slot_at(slot);  // validates
+  check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+  drain();
+  for (std::size_t k = 0; k < slots_.size(); ++k) {
+    if (slot != -1 && static_cast<int>(k) != slot) continue;
+    Slot& s = *slots_[k];
+    if (memory_ == MLMARK_MEMORY_DEVICE) {
+      check_cuda(cudaMemcpy(s.buffers[i].device(), data, bytes, cudaMemcpyHostToDevice), "copying an input to the GPU");
+      // Timed inferences with transfers copy the staging buffer in: it must hold the same data.
+      if (transfers_) std::memcpy(s.staging[i].host(), data, bytes);
+    } else {
+      // Zero-copy: the GPU reads this host memory; the slot's stream is idle, so the CPU may write it.
+      std::memcpy(s.buffers[i].host(), data, bytes);
+    }
+  }
+}
+
+void Loop::infer(int slot, void* const* outputs, int count) {
+  if (count < 0 || static_cast<std::size_t>(count) != bindings_.size()) {
+    throw Error(MLMARK_ERR_INVALID_ARGUMENT, "infer takes one output pointer per binding (" +
+                                                 std::to_string(bindings_.size()) + "), got " + std::to_string(count));
+  }
+  Slot& s = slot_at(slot);
+  check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+  drain();
+  try {
+    if (transfers_) {
+      for (std::size_t i = 0; i < bindings_.size(); ++i) {
+        if (!bindings_[i].is_input) continue;
+        check_cuda(cudaMemcpyAsync(s.pointers[i], s.staging[i].host(), bindings_[i].bytes, cudaMemcpyHostToDevice, s.stream),
+                   "copying an input to the GPU");
+      }
+    }
+    if (s.graph) {
+      check_cuda(cudaGraphLaunch(s.graph, s.stream), "cudaGraphLaunch");
+    } else {
+      s.executor->enqueue(s.stream, s.pointers.data());
+    }
+    if (memory_ == MLMARK_MEMORY_DEVICE) {
+      for (std::size_t i = 0; i < bindings_.size(); ++i) {
+        if (bindings_[i].is_input || !outputs[i]) continue;
+        check_cuda(cudaMemcpyAsync(outputs[i], s.pointers[i], bindings_[i].bytes, cudaMemcpyDeviceToHost, s.stream),
+                   "copying an output from the GPU");
+      }
+    }
+    check_cuda(cudaStreamSynchronize(s.stream), "waiting for an inference");
+    if (memory_ != MLMARK_MEMORY_DEVICE) {
+      for (std::size_t i = 0; i < bindings_.size(); ++i) {
+        if (bindings_[i].is_input || !outputs[i]) continue;
+        std::memcpy(outputs[i], s.buffers[i].host(), bindings_[i].bytes);
+      }
+    }
+  } catch (...) {
+    drain();
+    throw;
   }
 }
 

@@ -33,6 +33,17 @@ class Loop {
   // Set a named parameter on every stream's executor (see Executor::set_parameter).
   void set_parameter(const std::string& name, double value);
 
+  // The inputs and outputs of one inference, in the order the functions below index them.
+  const std::vector<Binding>& bindings() const { return bindings_; }
+
+  // Copy host data into an input binding of one slot, or of all slots when slot is -1 (see
+  // mlmark_loop_set_input).
+  void set_input(int slot, int binding, const void* data, std::size_t bytes);
+
+  // One synchronous inference on a slot through the timed path; outputs[i] receives output binding i
+  // (NULL skips it); count must be the number of bindings.
+  void infer(int slot, void* const* outputs, int count);
+
   // warmup untimed inferences, then iterations timed ones (see mlmark_loop_run).
   void run(int64_t iterations, int64_t warmup, double* e2e_s, double* gpu_s, double* enqueue_s, mlmark_run_info* info);
 
@@ -61,6 +72,7 @@ class Loop {
     cudaEvent_t completion() const { return done[parity] ? done[parity] : end[parity]; }
   };
 
+  Slot& slot_at(int slot);
   void setup_slot(Slot& slot, int number);
   void capture_graph(Slot& slot);
   void issue(Slot& slot, int64_t index);
@@ -82,7 +94,7 @@ class Loop {
   std::unique_ptr<ExecutorFactory> factory_;
   std::vector<Binding> bindings_;
   std::vector<std::unique_ptr<Slot>> slots_;
-  std::vector<Slot*> fifo_;  // blocking mode: in-flight slots in issue order
+  std::vector<Slot*> fifo_;  // blocking and sleep modes: in-flight slots in issue order
   std::size_t fifo_head_ = 0;
   std::size_t next_poll_ = 0;  // spin mode: where the next poll round starts, for fairness
 };

@@ -5,8 +5,12 @@ whenever it is stale: older than a source file, or built from sources whose hash
 current tree's. The hash is embedded in the library and read from the file itself, because a library
 already loaded into a process cannot be replaced in it.
 
+The library is also stale when the TensorRT headers it was compiled against now say another version (a
+JetPack upgrade): it carries their path and version, and is rebuilt from scratch before it is loaded.
+
 Environment: MLMARK_NATIVE_LIB (use this prebuilt library, never build), MLMARK_NATIVE_BUILD_DIR
-(build elsewhere), MLMARK_CUDA_ARCHS (GPU architectures to build for, e.g. "87").
+(build elsewhere), MLMARK_CUDA_ARCHS (GPU architectures to build for, e.g. "87"), TensorRT_ROOT (where
+CMake looks for TensorRT first).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from harness.errors import ConfigError, MLMarkError, TargetUnavailable, UnsupportedTask
+from harness.errors import ConfigError, MLMarkError, ModelError, RunError, TargetUnavailable, UnsupportedTask
 
 try:
     import fcntl
@@ -37,13 +41,14 @@ except ImportError:  # not on Linux: builds are then not serialized between proc
 log = logging.getLogger("mlmark.native")
 
 #: The C ABI version this Python side speaks (MLMARK_ABI_VERSION in mlmark_c.h).
-EXPECTED_ABI_VERSION = 1
+EXPECTED_ABI_VERSION = 2
 LIBRARY_NAME = "libmlmark_native.so"
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_DIR = REPO / "cpp_environment"
 DEFAULT_BUILD_DIR = REPO / "build" / "cpp_environment"
 BUILD_LOG_NAME = "build.log"
 _HASH_MARKER = b"MLMARK_SOURCE_HASH="
+_TENSORRT_MARKER = b"MLMARK_TENSORRT="
 _BUILD_TIMEOUT_S = 1800
 
 # Status codes (MLMARK_OK, MLMARK_ERR_* in mlmark_c.h).
@@ -55,6 +60,8 @@ ERR_UNSUPPORTED = 4
 ERR_OUT_OF_MEMORY = 5
 ERR_CUDA = 6
 ERR_INTERNAL = 7
+ERR_MODEL = 8
+ERR_TENSORRT = 9
 
 _ERROR_CLASSES = {
     ERR_INVALID_ARGUMENT: ConfigError,
@@ -62,13 +69,22 @@ _ERROR_CLASSES = {
     ERR_NO_DEVICE: TargetUnavailable,
     ERR_UNSUPPORTED: UnsupportedTask,
     ERR_OUT_OF_MEMORY: UnsupportedTask,
+    ERR_MODEL: ModelError,
+    ERR_TENSORRT: RunError,
 }
 
-SYNC_MODES = {"blocking": 0, "spin": 1}
 MEMORY_MODES = {"auto": 0, "device": 1, "zero-copy": 2}
 ZERO_COPY_ALLOCS = {"mapped": 0, "managed": 1}
 EXECUTOR_SPIN = 0
+EXECUTOR_TENSORRT = 1
 
+#: Element types by their number (MLMARK_DTYPE_*, TensorRT's DataType numbering): the numpy dtype name,
+#: or TensorRT's name for types numpy cannot hold.
+DTYPE_NAMES = {0: "float32", 1: "float16", 2: "int8", 3: "int32", 4: "bool", 5: "uint8", 6: "fp8", 7: "bfloat16",
+               8: "int64", 9: "int4", 10: "fp4", 11: "e8m0"}
+NUMPY_DTYPES = frozenset(["float32", "float16", "int8", "int32", "bool", "uint8", "int64"])
+MAX_DIMS = 8
+MAX_NAME = 4096
 _LOG_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
 
 
@@ -111,6 +127,73 @@ class LoopConfigStruct(ctypes.Structure):
         ("spin_ns", ctypes.c_int64),
         ("input_bytes", ctypes.c_uint64),
         ("output_bytes", ctypes.c_uint64),
+        ("engine_path", ctypes.c_char_p),
+    ]
+
+
+class BindingInfoStruct(ctypes.Structure):
+    """mlmark_binding_info."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("index", ctypes.c_int32),
+        ("is_input", ctypes.c_int32),
+        ("dtype", ctypes.c_int32),
+        ("nb_dims", ctypes.c_int32),
+        ("reserved0", ctypes.c_int32),
+        ("dims", ctypes.c_int64 * MAX_DIMS),
+        ("bytes", ctypes.c_uint64),
+        ("name", ctypes.c_char * MAX_NAME),
+    ]
+
+
+class TrtInfoStruct(ctypes.Structure):
+    """mlmark_trt_info."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("built_with_tensorrt", ctypes.c_int32),
+        ("implicit_int8", ctypes.c_int32),
+        ("inspector", ctypes.c_int32),
+        ("progress_monitor", ctypes.c_int32),
+        ("weak_typing", ctypes.c_int32),
+        ("fast_fp16", ctypes.c_int32),
+        ("fast_int8", ctypes.c_int32),
+        ("fast_from_builder", ctypes.c_int32),
+        ("reserved0", ctypes.c_int32),
+        ("header_version", ctypes.c_char * 32),
+        ("runtime_version", ctypes.c_char * 32),
+    ]
+
+
+class TrtBuildConfigStruct(ctypes.Structure):
+    """mlmark_trt_build_config."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("device", ctypes.c_int32),
+        ("onnx_path", ctypes.c_char_p),
+        ("engine_path", ctypes.c_char_p),
+        ("calibration_table", ctypes.c_char_p),
+        ("timing_cache", ctypes.c_char_p),
+        ("precision", ctypes.c_int32),
+        ("batch", ctypes.c_int32),
+        ("workspace_mb", ctypes.c_int64),
+        ("detailed_profiling", ctypes.c_int32),
+        ("reserved0", ctypes.c_int32),
+    ]
+
+
+class TrtBuildResultStruct(ctypes.Structure):
+    """mlmark_trt_build_result."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("timing_cache_loaded", ctypes.c_int32),
+        ("timing_cache_saved", ctypes.c_int32),
+        ("reserved0", ctypes.c_int32),
+        ("build_s", ctypes.c_double),
+        ("engine_bytes", ctypes.c_uint64),
     ]
 
 
@@ -212,6 +295,52 @@ def embedded_source_hash(library: Path) -> Optional[str]:
     return value.decode("ascii")
 
 
+def tensorrt_marker(library: Path) -> Optional[Tuple[str, str]]:
+    """(TensorRT header version, path of its NvInferVersion.h) a built library carries; ("none", "") without
+    TensorRT; None for a library without the marker."""
+    data = Path(library).read_bytes()
+    at = data.find(_TENSORRT_MARKER)
+    if at < 0:
+        return None
+    end = data.find(b";", at)
+    if end < 0:
+        return None
+    version, _, header = data[at + len(_TENSORRT_MARKER):end].decode("utf-8", "replace").partition("|")
+    return version, header
+
+
+def header_tensorrt_version(header: Path) -> Optional[str]:
+    """The version NvInferVersion.h declares ("8.5.2"), following 11.x's alias macros; None if unreadable."""
+    try:
+        text = Path(header).read_text(errors="replace")
+    except OSError:
+        return None
+    defines = dict(re.findall(r"^#define[ \t]+([A-Za-z0-9_]+)[ \t]+([A-Za-z0-9_]+)", text, re.MULTILINE))
+    parts = []
+    for part in ("MAJOR", "MINOR", "PATCH"):
+        value = defines.get("NV_TENSORRT_" + part, "")
+        if value and not value.isdigit():
+            value = defines.get(value, "")
+        if not value.isdigit():
+            return None
+        parts.append(value)
+    return ".".join(parts)
+
+
+def tensorrt_staleness(library: Path) -> Optional[str]:
+    """Why a library built with TensorRT no longer matches the installed TensorRT headers, or None."""
+    marker = tensorrt_marker(library)
+    if marker is None or marker[0] in ("none", "") or not marker[1]:
+        return None
+    built, header = marker
+    installed = header_tensorrt_version(Path(header))
+    if installed is None:
+        return "the TensorRT {} headers it was built with ({}) are gone".format(built, header)
+    if installed != built:
+        return "it was built against TensorRT {} but {} has TensorRT {} now".format(built, header, installed)
+    return None
+
+
 def staleness(library: Path, source_dir: Path = SOURCE_DIR) -> Optional[str]:
     """Why the library must be (re)built, or None when it is current."""
     library = Path(library)
@@ -227,7 +356,7 @@ def staleness(library: Path, source_dir: Path = SOURCE_DIR) -> Optional[str]:
         return "the library carries no source hash"
     if embedded != source_hash(source_dir):
         return "the library was built from other sources (source hash differs)"
-    return None
+    return tensorrt_staleness(library)
 
 
 @contextmanager
@@ -273,8 +402,13 @@ def _run_logged(cmd: Sequence[str], cwd: Path, log_file: Any) -> int:
 
 
 def build_library(build_dir: Optional[Path] = None, source_dir: Path = SOURCE_DIR,
-                  cmake_args: Sequence[str] = (), jobs: Optional[int] = None, reason: str = "") -> Path:
-    """Configure and build the library with CMake (unless another process just did); TargetUnavailable on failure."""
+                  cmake_args: Sequence[str] = (), jobs: Optional[int] = None, reason: str = "",
+                  fresh: bool = False) -> Path:
+    """Configure and build the library with CMake (unless another process just did); TargetUnavailable on failure.
+
+    fresh: start from an empty CMake cache and rebuild every object (another TensorRT was installed, whose
+    headers the build system may not track).
+    """
     build_dir = Path(build_dir) if build_dir is not None else default_build_dir()
     source_dir = Path(source_dir)
     if not (source_dir / "CMakeLists.txt").is_file():
@@ -297,6 +431,10 @@ def build_library(build_dir: Optional[Path] = None, source_dir: Path = SOURCE_DI
         log.info("building the native library (cpp_environment) in %s%s; this takes a minute or two",
                  build_dir, " because " + reason if reason else "")
         started = time.monotonic()
+        if fresh:
+            if (build_dir / "CMakeCache.txt").is_file():
+                (build_dir / "CMakeCache.txt").unlink()
+            shutil.rmtree(str(build_dir / "CMakeFiles"), ignore_errors=True)
         if library.exists():
             # Forces the relink: make trusts time stamps, and a library stamped ahead (see below) would
             # otherwise look newer than the objects just rebuilt.
@@ -359,7 +497,8 @@ def ensure_library(build_dir: Optional[Path] = None, source_dir: Path = SOURCE_D
     reason = staleness(library, source_dir)
     if reason is None:
         return library
-    return build_library(build_dir, source_dir, cmake_args, reason=reason)
+    fresh = library.is_file() and tensorrt_staleness(library) == reason
+    return build_library(build_dir, source_dir, cmake_args, reason=reason, fresh=fresh)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,7 +536,11 @@ class NativeLibrary:
         try:
             self._lib = ctypes.CDLL(str(self.path))
         except OSError as exc:
-            raise TargetUnavailable("cannot load the native library {}: {}".format(self.path, exc))
+            hint = ""
+            if "libnv" in str(exc) or "libcuda" in str(exc):
+                hint = ("; it links a TensorRT or CUDA library that is not installed (any more): delete {} and run "
+                        "again to rebuild it".format(self.path.parent))
+            raise TargetUnavailable("cannot load the native library {}: {}{}".format(self.path, exc, hint))
         abi = self._function("mlmark_abi_version", ctypes.c_int, [])()
         if abi != EXPECTED_ABI_VERSION:
             raise TargetUnavailable(
@@ -422,6 +565,19 @@ class NativeLibrary:
         self._loop_set_parameter = f("mlmark_loop_set_parameter", ctypes.c_int,
                                      [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_double])
         self._loop_destroy = f("mlmark_loop_destroy", ctypes.c_int, [ctypes.c_void_p])
+        self._loop_binding_count = f("mlmark_loop_binding_count", ctypes.c_int,
+                                     [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int32)])
+        self._loop_get_binding = f("mlmark_loop_get_binding", ctypes.c_int,
+                                   [ctypes.c_void_p, ctypes.c_int32, ctypes.POINTER(BindingInfoStruct)])
+        self._loop_set_input = f("mlmark_loop_set_input", ctypes.c_int,
+                                 [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_uint64])
+        self._loop_infer = f("mlmark_loop_infer", ctypes.c_int,
+                             [ctypes.c_void_p, ctypes.c_int32, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int32])
+        self._trt_get_info = f("mlmark_trt_get_info", ctypes.c_int, [ctypes.c_int32, ctypes.POINTER(TrtInfoStruct)])
+        self._trt_build_engine = f("mlmark_trt_build_engine", ctypes.c_int,
+                                   [ctypes.POINTER(TrtBuildConfigStruct), ctypes.POINTER(TrtBuildResultStruct)])
+        self._trt_inspect_engine = f("mlmark_trt_inspect_engine", ctypes.c_int,
+                                     [ctypes.c_int32, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)])
         self.abi_version = abi
         self.source_hash = (self._source_hash() or b"").decode("ascii", "replace")
         self.build_info = (self._build_info() or b"").decode("utf-8", "replace")
@@ -441,15 +597,17 @@ class NativeLibrary:
         """Tell the library which messages Python's logger would keep, so it formats no others."""
         self._set_log_callback(_LOG_CALLBACK, None, _python_level_to_native(log.getEffectiveLevel()))
 
+    def last_error(self, status: int, where: str) -> str:
+        """The calling thread's last error from the library, on one line."""
+        raw = self._last_error() or b""
+        message = " ".join(raw.decode("utf-8", "replace").split())
+        return message or "{} failed with status {}".format(where, status)
+
     def check(self, status: int, where: str) -> None:
         """Raise the MLMarkError matching a non-zero status, with the library's message on one line."""
         if status == OK:
             return
-        raw = self._last_error() or b""
-        message = " ".join(raw.decode("utf-8", "replace").split())
-        if not message:
-            message = "{} failed with status {}".format(where, status)
-        raise _ERROR_CLASSES.get(status, MLMarkError)(message)
+        raise _ERROR_CLASSES.get(status, MLMarkError)(self.last_error(status, where))
 
     def device_count(self) -> int:
         """Number of visible CUDA GPUs; TargetUnavailable with the reason when there is none."""
@@ -507,6 +665,52 @@ class NativeLibrary:
         """Change a calibrated workload's parameter (e.g. 'spin_ns') between runs."""
         self.check(self._loop_set_parameter(ctypes.c_void_p(handle), name.encode("ascii"), float(value)),
                    "mlmark_loop_set_parameter")
+
+    def loop_bindings(self, handle: int) -> List[BindingInfoStruct]:
+        """A loop's inputs and outputs, in binding order."""
+        count = ctypes.c_int32(0)
+        self.check(self._loop_binding_count(ctypes.c_void_p(handle), ctypes.byref(count)), "mlmark_loop_binding_count")
+        out = []
+        for i in range(int(count.value)):
+            info = BindingInfoStruct()
+            info.struct_size = ctypes.sizeof(BindingInfoStruct)
+            self.check(self._loop_get_binding(ctypes.c_void_p(handle), i, ctypes.byref(info)), "mlmark_loop_get_binding")
+            out.append(info)
+        return out
+
+    def loop_set_input(self, handle: int, slot: int, binding: int, data: np.ndarray) -> None:
+        """Copy a C-contiguous array into an input binding of one slot (-1: every slot)."""
+        self.check(self._loop_set_input(ctypes.c_void_p(handle), int(slot), int(binding), ctypes.c_void_p(data.ctypes.data),
+                                        int(data.nbytes)), "mlmark_loop_set_input")
+
+    def loop_infer(self, handle: int, slot: int, outputs: Sequence[Optional[np.ndarray]]) -> None:
+        """One synchronous inference on a slot; outputs[i] (C-contiguous, or None) receives binding i."""
+        pointers = (ctypes.c_void_p * len(outputs))(*[None if a is None else a.ctypes.data for a in outputs])
+        self.check(self._loop_infer(ctypes.c_void_p(handle), int(slot), pointers, len(outputs)), "mlmark_loop_infer")
+
+    def trt_info(self, device: int = 0) -> TrtInfoStruct:
+        """The TensorRT backend's capabilities (built_with_tensorrt = 0 and nothing else without TensorRT)."""
+        info = TrtInfoStruct()
+        info.struct_size = ctypes.sizeof(TrtInfoStruct)
+        self.check(self._trt_get_info(int(device), ctypes.byref(info)), "mlmark_trt_get_info")
+        return info
+
+    def trt_build_engine(self, config: TrtBuildConfigStruct) -> Tuple[int, TrtBuildResultStruct]:
+        """Build an engine; the raw status (the caller picks the error class) and the result."""
+        self.sync_log_level()
+        config.struct_size = ctypes.sizeof(TrtBuildConfigStruct)
+        result = TrtBuildResultStruct()
+        result.struct_size = ctypes.sizeof(TrtBuildResultStruct)
+        status = self._trt_build_engine(ctypes.byref(config), ctypes.byref(result))
+        return int(status), result
+
+    def trt_inspect_engine(self, device: int, engine_path: Path) -> Tuple[int, str]:
+        """IEngineInspector's JSON for an engine file; the raw status and the text ("" on failure)."""
+        self.sync_log_level()
+        out = ctypes.c_char_p()
+        status = self._trt_inspect_engine(int(device), os.fsencode(str(engine_path)), ctypes.byref(out))
+        text = out.value.decode("utf-8", "replace") if status == OK and out.value is not None else ""
+        return int(status), text
 
     def loop_destroy(self, handle: int) -> None:
         """Free a loop; errors are logged, never raised (this runs from close() and finalizers)."""

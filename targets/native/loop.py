@@ -7,16 +7,26 @@ LoopResult.summary() goes through harness.stats.summarize.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Dict, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, ModelError, UnsupportedTask
 from harness.stats import summarize
-from targets.native.library import (EXECUTOR_SPIN, MEMORY_MODES, SYNC_MODES, ZERO_COPY_ALLOCS, LoopConfigStruct,
-                                    NativeLibrary, RunInfoStruct, load_library)
+from targets.native.library import (DTYPE_NAMES, EXECUTOR_SPIN, EXECUTOR_TENSORRT, MEMORY_MODES, NUMPY_DTYPES,
+                                    ZERO_COPY_ALLOCS, LoopConfigStruct, NativeLibrary, RunInfoStruct, load_library)
 
+# How the loop's host thread waits for an inference (MLMARK_SYNC_* in mlmark_c.h):
+#   blocking: cudaEventSynchronize on a plain event: the thread blocks in the call while the driver
+#             busy-waits (whatever the process's scheduling flags, which the loop never changes).
+#   spin:     the loop polls cudaEventQuery over all streams itself.
+#   sleep:    cudaEventSynchronize on a blocking-sync event: the thread sleeps until the GPU's interrupt
+#             wakes it (trtexec's default). Frees the CPU core, e.g. for power measurements on Jetson,
+#             and costs an OS wake-up per inference.
+SYNC_MODES = {"blocking": 0, "spin": 1, "sleep": 2}
 MAX_CONCURRENCY = 1024
 MAX_SPIN_NS = 10 * 1000 * 1000 * 1000
 
@@ -28,7 +38,7 @@ class LoopSettings:
     concurrency: int = 1
     iterations: int = 1000
     warmup: int = 100
-    sync: str = "blocking"  # 'blocking' (sleep until the GPU signals) or 'spin' (poll)
+    sync: str = "blocking"  # 'blocking', 'spin' or 'sleep' (see SYNC_MODES)
     cuda_graph: bool = False
     transfers: bool = True  # copy inputs in and outputs out per inference (trtexec without --noDataTransfers)
     memory: str = "auto"  # 'device', 'zero-copy', or 'auto' (zero-copy on integrated GPUs only)
@@ -78,6 +88,39 @@ class SpinWorkload:
             if not isinstance(value, int) or value < 0:
                 raise ConfigError("{} must be an integer >= 0, got {!r}".format(name, value))
         return self
+
+
+@dataclass(frozen=True)
+class EngineWorkload:
+    """A serialized TensorRT engine: one execution context per stream (needs a library built with TensorRT)."""
+
+    engine_path: Path
+
+    def validate(self) -> "EngineWorkload":
+        """Raise ModelError when the engine file is missing or empty; returns self."""
+        path = Path(self.engine_path)
+        if not path.is_file():
+            raise ModelError("the TensorRT engine {} does not exist".format(path))
+        if path.stat().st_size == 0:
+            raise ModelError("the TensorRT engine {} is empty; delete it so that it is built again".format(path))
+        return self
+
+
+@dataclass(frozen=True)
+class BindingInfo:
+    """One input or output tensor of the loop's inferences."""
+
+    name: str
+    shape: Tuple[int, ...]
+    dtype: str  # numpy's name ('float32'), or TensorRT's for types numpy cannot hold ('bfloat16', 'fp8')
+    is_input: bool
+    nbytes: int
+
+    def numpy_dtype(self) -> np.dtype:
+        """The numpy dtype; UnsupportedTask for a type numpy cannot hold."""
+        if self.dtype not in NUMPY_DTYPES:
+            raise UnsupportedTask("tensor '{}' has element type {}, which numpy cannot hold".format(self.name, self.dtype))
+        return np.dtype(self.dtype)
 
 
 @dataclass
@@ -132,8 +175,9 @@ def _name_of(table: Dict[str, int], value: int) -> str:
 class NativeLoop:
     """A prepared loop (streams, executors, buffers, graphs) that can be run several times."""
 
-    def __init__(self, settings: LoopSettings, workload: SpinWorkload,
+    def __init__(self, settings: LoopSettings, workload: Union[SpinWorkload, EngineWorkload],
                  library: Optional[NativeLibrary] = None) -> None:
+        self._handle: Optional[int] = None
         self.settings = settings.validate()
         self.workload = workload.validate()
         self._library = library if library is not None else load_library()
@@ -146,12 +190,65 @@ class NativeLoop:
         config.memory = MEMORY_MODES[settings.memory]
         config.force_zero_copy = int(bool(settings.force_zero_copy))
         config.zero_copy_alloc = ZERO_COPY_ALLOCS[settings.zero_copy_alloc]
-        config.executor = EXECUTOR_SPIN
-        config.spin_ns = workload.duration_ns
-        config.input_bytes = workload.input_bytes
-        config.output_bytes = workload.output_bytes
-        self._handle: Optional[int] = self._library.loop_create(config)
+        if isinstance(workload, EngineWorkload):
+            config.executor = EXECUTOR_TENSORRT
+            config.engine_path = os.fsencode(str(workload.engine_path))
+        else:
+            config.executor = EXECUTOR_SPIN
+            config.spin_ns = workload.duration_ns
+            config.input_bytes = workload.input_bytes
+            config.output_bytes = workload.output_bytes
+        self._handle = self._library.loop_create(config)
         self.used = self._settings_used(self._library.loop_info(self._handle))
+        self._bindings = [_binding(b) for b in self._library.loop_bindings(self._handle)]
+
+    def bindings(self) -> List[BindingInfo]:
+        """The loop's inputs and outputs, in the library's binding order."""
+        return list(self._bindings)
+
+    def _inputs_in_order(self, inputs: Dict[str, np.ndarray]) -> List[Tuple[int, np.ndarray]]:
+        """(binding index, C-contiguous array of the binding's dtype and shape) for every input binding."""
+        expected = [b.name for b in self._bindings if b.is_input]
+        unknown = sorted(set(inputs) - set(expected))
+        missing = [n for n in expected if n not in inputs]
+        if unknown or missing:
+            raise ConfigError("the inputs must be exactly {}; missing {}, unknown {}".format(expected, missing, unknown))
+        out = []
+        for index, b in enumerate(self._bindings):
+            if not b.is_input:
+                continue
+            value = np.asarray(inputs[b.name])
+            if tuple(value.shape) != b.shape:
+                raise ConfigError("input '{}' must have shape {}, got {}".format(b.name, list(b.shape), list(value.shape)))
+            dtype = b.numpy_dtype()
+            if value.dtype != dtype and not np.can_cast(value.dtype, dtype, casting="same_kind"):
+                raise ConfigError("input '{}' is {} and cannot become {}".format(b.name, value.dtype, dtype))
+            array = np.ascontiguousarray(value, dtype=dtype)
+            if array.nbytes != b.nbytes:
+                raise ConfigError("input '{}' holds {} bytes, the engine takes {}".format(b.name, array.nbytes, b.nbytes))
+            out.append((index, array))
+        return out
+
+    def set_inputs(self, inputs: Dict[str, np.ndarray]) -> None:
+        """Give every stream these input arrays (by binding name), so timed runs read real data."""
+        if self._handle is None:
+            raise ConfigError("this loop is closed")
+        for index, array in self._inputs_in_order(inputs):
+            self._library.loop_set_input(self._handle, -1, index, array)
+
+    def infer(self, inputs: Dict[str, np.ndarray], slot: int = 0) -> Dict[str, np.ndarray]:
+        """One synchronous inference on one stream, through the timed path; the outputs by binding name."""
+        if self._handle is None:
+            raise ConfigError("this loop is closed")
+        if not isinstance(slot, int) or not 0 <= slot < self.used.concurrency:
+            raise ConfigError("slot must be within 0..{}, got {!r}".format(self.used.concurrency - 1, slot))
+        for index, array in self._inputs_in_order(inputs):
+            self._library.loop_set_input(self._handle, slot, index, array)
+        outputs: List[Optional[np.ndarray]] = []
+        for b in self._bindings:
+            outputs.append(None if b.is_input else np.empty(b.shape, dtype=b.numpy_dtype()))
+        self._library.loop_infer(self._handle, slot, outputs)
+        return {b.name: array for b, array in zip(self._bindings, outputs) if array is not None}
 
     def _settings_used(self, info: RunInfoStruct) -> LoopSettings:
         return replace(
@@ -177,6 +274,8 @@ class NativeLoop:
         """Change the spin kernel's duration for later runs, on the same streams and graphs."""
         if self._handle is None:
             raise ConfigError("this loop is closed")
+        if not isinstance(self.workload, SpinWorkload):
+            raise ConfigError("only the calibrated spin workload has a duration to change")
         replace(self.workload, duration_ns=duration_ns).validate()
         self._library.loop_set_parameter(self._handle, "spin_ns", duration_ns)
         self.workload = replace(self.workload, duration_ns=duration_ns)
@@ -200,7 +299,15 @@ class NativeLoop:
             pass
 
 
-def run_loop(settings: LoopSettings, workload: SpinWorkload, library: Optional[NativeLibrary] = None) -> LoopResult:
+def _binding(info: Any) -> BindingInfo:
+    return BindingInfo(name=info.name.decode("utf-8", "replace"),
+                       shape=tuple(int(info.dims[d]) for d in range(int(info.nb_dims))),
+                       dtype=DTYPE_NAMES.get(int(info.dtype), "unknown"), is_input=bool(info.is_input),
+                       nbytes=int(info.bytes))
+
+
+def run_loop(settings: LoopSettings, workload: Union[SpinWorkload, EngineWorkload],
+             library: Optional[NativeLibrary] = None) -> LoopResult:
     """Prepare a loop, run it once with the settings' iterations and warm-up, and free it."""
     with NativeLoop(settings, workload, library) as loop:
         return loop.run()

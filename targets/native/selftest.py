@@ -2,9 +2,10 @@
 
 It runs the calibrated spin workload through the whole native path (library, loop, streams, events,
 graphs) and reports how closely this device's timing matches the requested durations, the fixed
-cost that CUDA-event timing adds, the loop's own host overhead per inference for blocking and
-spin-wait completion, throughput scaling with concurrency, and whether CUDA-graph replay agrees
-with plain launches. Each figure is judged against the limits below; exit status 0 means all held.
+cost that CUDA-event timing adds, the loop's own host overhead per inference for each way of waiting
+(blocking, spin-wait, sleep) with the CPU time the waiting thread used, throughput scaling with
+concurrency, and whether CUDA-graph replay agrees with plain launches. Each figure is judged against
+the limits below; exit status 0 means all held.
 
     mlmark selftest [--quick] [--device N] [--json PATH]
 """
@@ -37,12 +38,16 @@ US = 1e-6
 ACCURACY_REL = 0.02  # |GPU time - fixed cost - requested| / requested, at 200 us and 1 ms
 ACCURACY_ABS_US = 1.0  # the same in microseconds, at 50 us, where 2 % would be below the timer's grain
 SLOPE_TOLERANCE = 0.01  # |slope of measured against requested - 1|
-OVERHEAD_MAX_US = 8.0  # median end-to-end minus GPU time, per completion mode
+OVERHEAD_MAX_US = 8.0  # median end-to-end minus GPU time, blocking and spin-wait
+# Sleep mode is reported, not judged: its overhead is the OS waking a thread on the GPU's interrupt,
+# which the loop cannot shorten (55-75 us on the reference H100's virtual machine).
+JUDGED_SYNC_MODES = ("blocking", "spin")
 SCALING_MIN = 3.8  # throughput at 4 streams over 1 stream, 1 ms workload
 SCALING_STREAMS = 4
 
 ACCURACY_DURATIONS_US = (0, 10, 50, 100, 200, 500, 1000)
 JUDGED_DURATIONS_US = (50, 200, 1000)
+TAIL_DURATION_US = 50  # where the launch path's tail is examined
 OVERHEAD_DURATION_US = 200
 CONCURRENCY_DURATION_US = 1000
 CONCURRENCY_LEVELS = (1, 2, 4, 8)
@@ -85,9 +90,13 @@ def _stats_us(values_s: np.ndarray) -> Dict[str, float]:
             "max_us": s.max_ms * 1e3, "mean_us": s.mean_ms * 1e3, "samples": s.samples}
 
 
-def _run(library: NativeLibrary, settings: LoopSettings, workload: SpinWorkload) -> LoopResult:
+def _run(library: NativeLibrary, settings: LoopSettings, workload: SpinWorkload) -> Tuple[LoopResult, float]:
+    """One run, and the share of its wall time the calling thread spent on a CPU (the loop runs on it)."""
     with NativeLoop(settings, workload, library) as loop:
-        return loop.run()
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        result = loop.run()
+        cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+    return result, (cpu / wall if wall > 0 else 0.0)
 
 
 def _check(checks: List[Dict[str, Any]], name: str, value: float, unit: str, limit: str, passed: bool) -> None:
@@ -102,6 +111,7 @@ def _accuracy(library: NativeLibrary, plan: Plan, graph: bool, device: int) -> T
     """
     gpu: Dict[int, List[np.ndarray]] = {d: [] for d in ACCURACY_DURATIONS_US}
     e2e: Dict[int, List[np.ndarray]] = {d: [] for d in ACCURACY_DURATIONS_US}
+    enqueue: Dict[int, List[np.ndarray]] = {d: [] for d in ACCURACY_DURATIONS_US}
     settings = LoopSettings(concurrency=1, iterations=1, warmup=plan.warmup, sync="spin", cuda_graph=graph,
                             transfers=False, memory="device", device=device)
     with NativeLoop(settings, SpinWorkload(0), library) as loop:
@@ -112,13 +122,31 @@ def _accuracy(library: NativeLibrary, plan: Plan, graph: bool, device: int) -> T
                                   warmup=plan.warmup // plan.rounds)
                 gpu[duration_us].append(result.gpu_s)
                 e2e[duration_us].append(result.e2e_s)
+                enqueue[duration_us].append(result.enqueue_s)
     fixed_s = float(np.median(np.concatenate(gpu[0])))
     rows = []
     for duration_us in ACCURACY_DURATIONS_US:
         g = np.concatenate(gpu[duration_us])
+        q = np.concatenate(enqueue[duration_us])
         rows.append({"requested_us": duration_us, "gpu": _stats_us(g), "corrected": _stats_us(g - fixed_s),
-                     "e2e": _stats_us(np.concatenate(e2e[duration_us]))})
+                     "e2e": _stats_us(np.concatenate(e2e[duration_us])), "enqueue": _stats_us(q),
+                     "host_tail": _host_tail(g - fixed_s, q, duration_us)})
     return fixed_s, rows
+
+
+def _host_tail(corrected_s: np.ndarray, enqueue_s: np.ndarray, duration_us: int) -> Dict[str, float]:
+    """How much of the GPU-time tail follows the host's enqueue time.
+
+    The start event is recorded before the kernel is launched; on an idle stream the GPU stamps it at
+    once and then waits for the launch, so any delay in the host's launch call lands inside the event
+    time. When the p95 error over the inferences whose enqueue took no longer than its median is much
+    smaller than over all, the tail is the host's launch path, not the kernel or the events.
+    """
+    quiet = corrected_s[enqueue_s <= np.median(enqueue_s)]
+    varies = corrected_s.size > 2 and np.ptp(enqueue_s) > 0 and np.ptp(corrected_s) > 0
+    return {"corr_gpu_enqueue": float(np.corrcoef(corrected_s, enqueue_s)[0, 1]) if varies else 0.0,
+            "p95_error_us": _stats_us(corrected_s)["p95_us"] - duration_us,
+            "p95_error_quiet_host_us": _stats_us(quiet)["p95_us"] - duration_us}
 
 
 def _slope(rows: Sequence[Dict[str, Any]]) -> Tuple[float, float]:
@@ -185,20 +213,22 @@ def measure(library: Optional[NativeLibrary] = None, device: int = 0, quick: boo
                    "+-{:g} %".format(ACCURACY_REL * 100), abs(diff_us / d) <= ACCURACY_REL)
 
     # 2. Host overhead per inference: end-to-end minus GPU time, i.e. the loop's enqueue, the wait's
-    #    wake-up and, where on, the transfers.
+    #    wake-up and, where on, the transfers. The waiting thread's CPU share shows what each way of
+    #    waiting did: near 100 % where it spun (in the loop or in the driver), low where it slept.
     overhead_rows = []
-    cases = [("blocking", False, 4096, False), ("spin", False, 4096, False), ("blocking", False, 4096, True),
-             ("blocking", True, 4096, False), ("spin", True, 4096, False),
+    cases = [("blocking", False, 4096, False), ("spin", False, 4096, False), ("sleep", False, 4096, False),
+             ("blocking", False, 4096, True), ("blocking", True, 4096, False), ("spin", True, 4096, False),
              ("spin", True, LARGE_INPUT_BYTES, False)]
     for sync, transfers, input_bytes, graph in cases:
-        result = _run(library, settings(iterations=plan.iterations(OVERHEAD_DURATION_US), sync=sync,
-                                        transfers=transfers, cuda_graph=graph),
-                      SpinWorkload(OVERHEAD_DURATION_US * 1000, input_bytes=input_bytes, output_bytes=4096))
+        result, cpu_share = _run(library, settings(iterations=plan.iterations(OVERHEAD_DURATION_US), sync=sync,
+                                                   transfers=transfers, cuda_graph=graph),
+                                 SpinWorkload(OVERHEAD_DURATION_US * 1000, input_bytes=input_bytes, output_bytes=4096))
         row = {"sync": sync, "transfers": transfers, "cuda_graph": graph, "input_bytes": input_bytes,
                "output_bytes": 4096, "overhead": _stats_us(result.overhead_s()), "e2e": _stats_us(result.e2e_s),
-               "gpu": _stats_us(result.gpu_s), "enqueue": _stats_us(result.enqueue_s)}
+               "gpu": _stats_us(result.gpu_s), "enqueue": _stats_us(result.enqueue_s),
+               "thread_cpu_share": cpu_share}
         overhead_rows.append(row)
-        if not transfers and not graph:
+        if not transfers and not graph and sync in JUDGED_SYNC_MODES:
             _check(checks, "host overhead, {}".format(sync), row["overhead"]["median_us"], "us",
                    "<= {:g} us".format(OVERHEAD_MAX_US), row["overhead"]["median_us"] <= OVERHEAD_MAX_US)
 
@@ -206,17 +236,19 @@ def measure(library: Optional[NativeLibrary] = None, device: int = 0, quick: boo
     concurrency_rows = []
     base_throughput = None
     cases_c = [(n, "spin", False) for n in CONCURRENCY_LEVELS] + [(SCALING_STREAMS, "blocking", False),
+                                                                  (SCALING_STREAMS, "sleep", False),
                                                                   (SCALING_STREAMS, "spin", True)]
     for streams, sync, graph in cases_c:
-        result = _run(library, settings(concurrency=streams, iterations=plan.per_stream * streams, sync=sync,
-                                        cuda_graph=graph),
-                      SpinWorkload(CONCURRENCY_DURATION_US * 1000))
+        result, cpu_share = _run(library, settings(concurrency=streams, iterations=plan.per_stream * streams,
+                                                   sync=sync, cuda_graph=graph),
+                                 SpinWorkload(CONCURRENCY_DURATION_US * 1000))
         throughput = result.throughput_per_s
         if base_throughput is None:
             base_throughput = throughput
         row = {"streams": streams, "sync": sync, "cuda_graph": graph, "throughput_per_s": throughput,
                "speedup": throughput / base_throughput if base_throughput else 0.0,
-               "e2e": _stats_us(result.e2e_s), "gpu": _stats_us(result.gpu_s), "wall_s": result.wall_s}
+               "e2e": _stats_us(result.e2e_s), "gpu": _stats_us(result.gpu_s), "wall_s": result.wall_s,
+               "thread_cpu_share": cpu_share}
         concurrency_rows.append(row)
         if streams == SCALING_STREAMS and sync == "spin" and not graph:
             _check(checks, "throughput {} streams / 1 stream".format(streams), row["speedup"], "x",
@@ -235,8 +267,8 @@ def measure(library: Optional[NativeLibrary] = None, device: int = 0, quick: boo
         # the workload's or the loop's.
         "launch_jitter_us": {mode: rows[0]["gpu"]["p95_us"] - rows[0]["gpu"]["median_us"]
                              for mode, rows in (("plain", plain_rows), ("graph", graph_rows))},
-        # Blocking minus spin-wait overhead: the time the OS takes to wake a thread on a GPU interrupt.
-        "blocking_wakeup_us": overhead_rows[0]["overhead"]["median_us"] - overhead_rows[1]["overhead"]["median_us"],
+        # Sleep minus spin-wait overhead: the time the OS takes to wake a thread on a GPU interrupt.
+        "sleep_wakeup_us": overhead_rows[2]["overhead"]["median_us"] - overhead_rows[1]["overhead"]["median_us"],
         "accuracy": {"plain": plain_rows, "graph": graph_rows},
         "slope": {"plain": {"slope": slope, "intercept_us": intercept},
                   "graph": {"slope": graph_slope, "intercept_us": graph_intercept}},
@@ -290,12 +322,21 @@ def format_report(report: Dict[str, Any]) -> str:
         s = report["slope"][mode]
         add("  {} slope of median GPU time against requested: {:.5f} (intercept {:.2f} us)".format(
             mode, s["slope"], s["intercept_us"]))
+    for mode in ("plain", "graph"):
+        row = next(r for r in report["accuracy"][mode] if r["requested_us"] == TAIL_DURATION_US)
+        tail = row["host_tail"]
+        add("  {} {} us: p95 error {:+.2f} us over all, {:+.2f} us where the host's enqueue took <= its median "
+            "({:.2f} us); corr(GPU time, enqueue time) {:.2f}".format(
+                mode, TAIL_DURATION_US, tail["p95_error_us"], tail["p95_error_quiet_host_us"],
+                row["enqueue"]["median_us"], tail["corr_gpu_enqueue"]))
     add("")
     add("Host overhead per inference = end-to-end latency - GPU time ({} us kernel, 1 stream).".format(
         OVERHEAD_DURATION_US))
-    row_format = "  {:<9} {:<6} {:<17} {:>16} {:>11} {:>15} {:>11}"
+    add("Wait: blocking = cudaEventSynchronize on a plain event (the driver busy-waits); spin = the loop polls")
+    add("cudaEventQuery; sleep = cudaEventSynchronize on a blocking-sync event (the OS wakes the thread).")
+    row_format = "  {:<9} {:<6} {:<17} {:>16} {:>11} {:>15} {:>11} {:>11}"
     add(row_format.format("wait", "graphs", "transfers in/out", "overhead median", "p95", "enqueue median",
-                          "e2e median"))
+                          "e2e median", "thread CPU"))
     for row in report["overhead"]:
         transfers = "{} / {}".format(_size(row["input_bytes"]), _size(row["output_bytes"])) if row["transfers"] \
             else "off"
@@ -303,17 +344,19 @@ def format_report(report: Dict[str, Any]) -> str:
                               "{:.2f} us".format(row["overhead"]["median_us"]),
                               "{:.2f} us".format(row["overhead"]["p95_us"]),
                               "{:.2f} us".format(row["enqueue"]["median_us"]),
-                              "{:.2f} us".format(row["e2e"]["median_us"])))
-    add("Blocking wake-up = blocking - spin-wait overhead: {:.2f} us (the OS waking a thread on a GPU interrupt)."
-        .format(report["blocking_wakeup_us"]))
+                              "{:.2f} us".format(row["e2e"]["median_us"]),
+                              "{:.0f} %".format(row["thread_cpu_share"] * 100)))
+    add("Sleep wake-up = sleep - spin-wait overhead: {:.2f} us (the OS waking a thread on a GPU interrupt; reported, "
+        "not judged).".format(report["sleep_wakeup_us"]))
     add("")
     add("Concurrency: {} us kernel, one executor and stream each, one host thread.".format(CONCURRENCY_DURATION_US))
-    row_format = "  {:>7} {:<9} {:<6} {:>12} {:>8} {:>12}"
-    add(row_format.format("streams", "wait", "graphs", "inferences/s", "speed-up", "e2e median"))
+    row_format = "  {:>7} {:<9} {:<6} {:>12} {:>8} {:>12} {:>11}"
+    add(row_format.format("streams", "wait", "graphs", "inferences/s", "speed-up", "e2e median", "thread CPU"))
     for row in report["concurrency"]:
         add(row_format.format(row["streams"], row["sync"], "on" if row["cuda_graph"] else "off",
                               "{:.1f}".format(row["throughput_per_s"]), "{:.2f}x".format(row["speedup"]),
-                              "{:.2f} us".format(row["e2e"]["median_us"])))
+                              "{:.2f} us".format(row["e2e"]["median_us"]),
+                              "{:.0f} %".format(row["thread_cpu_share"] * 100)))
     add("")
     add("Checks{}".format(" (not judged in quick mode)" if report["quick"] else ""))
     for c in report["checks"]:

@@ -10,6 +10,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -29,11 +30,18 @@ class Error : public std::runtime_error {
   int status_;
 };
 
-// One input or output tensor of an inference, as the loop allocates it.
+// One input or output tensor of an inference, as the loop allocates it. An executor without typed
+// tensors (the spin kernel) leaves shape empty: the loop then reports bytes of MLMARK_DTYPE_UINT8.
 struct Binding {
+  Binding(const std::string& name_, std::size_t bytes_, bool is_input_, const std::vector<int64_t>& shape_ = {},
+          int dtype_ = MLMARK_DTYPE_UINT8)
+      : name(name_), bytes(bytes_), is_input(is_input_), shape(shape_), dtype(dtype_) {}
+
   std::string name;
   std::size_t bytes;
   bool is_input;
+  std::vector<int64_t> shape;  // batch included
+  int dtype;                   // MLMARK_DTYPE_*
 };
 
 // One execution context: enqueues one inference at a time on the stream it is given.
@@ -49,7 +57,8 @@ class Executor {
   virtual void enqueue(cudaStream_t stream, void* const* device_buffers) = 0;
 
   // True when enqueue() only enqueues work on stream (no host sync, no allocation), so the loop may
-  // capture it into a CUDA graph once and replay that graph instead of calling enqueue().
+  // capture it into a CUDA graph once and replay that graph instead of calling enqueue(). The loop runs
+  // one plain enqueue on the stream before capturing: TensorRT does lazy setup on a context's first one.
   virtual bool capture_safe() const { return false; }
 
   // Change a named parameter of a calibrated workload for later inferences, keeping any graph captured

@@ -27,7 +27,7 @@ extern "C" {
 #define MLMARK_API __attribute__((visibility("default")))
 #endif
 
-#define MLMARK_ABI_VERSION 1
+#define MLMARK_ABI_VERSION 2
 
 /* Status codes. */
 #define MLMARK_OK 0
@@ -38,6 +38,8 @@ extern "C" {
 #define MLMARK_ERR_OUT_OF_MEMORY 5    /* device, pinned or managed memory exhausted */
 #define MLMARK_ERR_CUDA 6             /* any other CUDA error */
 #define MLMARK_ERR_INTERNAL 7         /* a bug or an unexpected C++ exception */
+#define MLMARK_ERR_MODEL 8            /* a model, engine or calibration file is missing, corrupt or rejected */
+#define MLMARK_ERR_TENSORRT 9         /* TensorRT failed (its own message is in the last error) */
 
 /* Log levels of the log callback. */
 #define MLMARK_LOG_DEBUG 0
@@ -46,8 +48,13 @@ extern "C" {
 #define MLMARK_LOG_ERROR 3
 
 /* How the loop's host thread waits for an inference to finish. */
-#define MLMARK_SYNC_BLOCKING 0 /* sleep in cudaEventSynchronize on a blocking-sync event */
-#define MLMARK_SYNC_SPIN 1     /* poll cudaEventQuery in a busy loop */
+/* The loop never changes the device's scheduling flags: they belong to the whole process. */
+#define MLMARK_SYNC_BLOCKING 0 /* cudaEventSynchronize on a plain event: the thread blocks in the call while
+                                  the driver busy-waits (as documented for events without the
+                                  blocking-sync flag, whatever the scheduling flags) */
+#define MLMARK_SYNC_SPIN 1     /* the loop polls cudaEventQuery itself, over all streams */
+#define MLMARK_SYNC_SLEEP 2    /* cudaEventSynchronize on a cudaEventBlockingSync event: the thread
+                                  sleeps until the GPU's interrupt wakes it (trtexec's default) */
 
 /* Where the inference buffers live. */
 #define MLMARK_MEMORY_AUTO 0      /* zero-copy on integrated GPUs, device memory on discrete ones */
@@ -59,7 +66,30 @@ extern "C" {
 #define MLMARK_ZERO_COPY_MANAGED 1 /* cudaMallocManaged + cudaStreamAttachMemAsync */
 
 /* Executors the loop can drive. */
-#define MLMARK_EXECUTOR_SPIN 0 /* a kernel that runs for a requested number of nanoseconds */
+#define MLMARK_EXECUTOR_SPIN 0     /* a kernel that runs for a requested number of nanoseconds */
+#define MLMARK_EXECUTOR_TENSORRT 1 /* a serialized TensorRT engine (needs a library built with TensorRT) */
+
+/* Element types of a binding: the numbering of TensorRT's nvinfer1::DataType. */
+#define MLMARK_DTYPE_FLOAT32 0
+#define MLMARK_DTYPE_FLOAT16 1
+#define MLMARK_DTYPE_INT8 2
+#define MLMARK_DTYPE_INT32 3
+#define MLMARK_DTYPE_BOOL 4
+#define MLMARK_DTYPE_UINT8 5
+#define MLMARK_DTYPE_FP8 6
+#define MLMARK_DTYPE_BFLOAT16 7
+#define MLMARK_DTYPE_INT64 8
+#define MLMARK_DTYPE_INT4 9
+#define MLMARK_DTYPE_FP4 10
+#define MLMARK_DTYPE_E8M0 11
+
+#define MLMARK_MAX_DIMS 8
+#define MLMARK_MAX_NAME 4096 /* TensorRT's own limit on tensor names, terminator included */
+
+/* Engine precisions. */
+#define MLMARK_PRECISION_FP32 0
+#define MLMARK_PRECISION_FP16 1
+#define MLMARK_PRECISION_INT8 2
 
 typedef void (*mlmark_log_fn)(int level, const char* message, void* user);
 
@@ -97,7 +127,61 @@ typedef struct mlmark_loop_config {
   int64_t spin_ns;         /* MLMARK_EXECUTOR_SPIN: the kernel's duration */
   uint64_t input_bytes;    /* MLMARK_EXECUTOR_SPIN: size of its one input */
   uint64_t output_bytes;   /* MLMARK_EXECUTOR_SPIN: size of its one output */
+  const char* engine_path; /* MLMARK_EXECUTOR_TENSORRT: the serialized engine file */
 } mlmark_loop_config;
+
+/* One input or output tensor of a loop's inferences. */
+typedef struct mlmark_binding_info {
+  uint32_t struct_size;
+  int32_t index;    /* position in the loop's binding order */
+  int32_t is_input;
+  int32_t dtype;    /* MLMARK_DTYPE_* */
+  int32_t nb_dims;
+  int32_t reserved0;
+  int64_t dims[MLMARK_MAX_DIMS]; /* the shape, batch included */
+  uint64_t bytes;                /* one inference's buffer */
+  char name[MLMARK_MAX_NAME];
+} mlmark_binding_info;
+
+/* What the TensorRT backend of this build can do. */
+typedef struct mlmark_trt_info {
+  uint32_t struct_size;
+  int32_t built_with_tensorrt; /* 0: the library was built without TensorRT; nothing below is filled */
+  int32_t implicit_int8;       /* INT8 from a calibration table (calibrators: TensorRT < 10.1) */
+  int32_t inspector;           /* IEngineInspector can report layer precisions */
+  int32_t progress_monitor;    /* builds report phases through IProgressMonitor (TensorRT >= 10) */
+  int32_t weak_typing;         /* the builder takes FP16/INT8 flags (TensorRT < 11; 11 is strongly typed) */
+  int32_t fast_fp16;           /* this GPU runs FP16 fast */
+  int32_t fast_int8;           /* this GPU runs INT8 fast */
+  int32_t fast_from_builder;   /* 1: the two above come from IBuilder, 0: from the compute capability */
+  int32_t reserved0;
+  char header_version[32];     /* TensorRT headers this library was compiled against, e.g. "8.5.2" */
+  char runtime_version[32];    /* libnvinfer loaded now (getInferLibVersion), e.g. "8.5.2" */
+} mlmark_trt_info;
+
+/* An engine build: ONNX in, serialized engine out. */
+typedef struct mlmark_trt_build_config {
+  uint32_t struct_size;
+  int32_t device;
+  const char* onnx_path;
+  const char* engine_path;       /* written whole or not at all; the caller renames it into place */
+  const char* calibration_table; /* INT8 with implicit quantization only; NULL otherwise */
+  const char* timing_cache;      /* loaded when present, saved after the build (temp file + rename); NULL: none */
+  int32_t precision;             /* MLMARK_PRECISION_* */
+  int32_t batch;                 /* the engine's fixed batch */
+  int64_t workspace_mb;          /* builder workspace limit, MiB */
+  int32_t detailed_profiling;    /* build with ProfilingVerbosity::kDETAILED, so the inspector sees precisions */
+  int32_t reserved0;
+} mlmark_trt_build_config;
+
+typedef struct mlmark_trt_build_result {
+  uint32_t struct_size;
+  int32_t timing_cache_loaded; /* an existing timing cache was used */
+  int32_t timing_cache_saved;
+  int32_t reserved0;
+  double build_s;        /* parse, build and serialization */
+  uint64_t engine_bytes;
+} mlmark_trt_build_result;
 
 /* What a loop actually uses (after 'auto' is resolved) and what a run measured. */
 typedef struct mlmark_run_info {
@@ -152,6 +236,31 @@ MLMARK_API int mlmark_loop_run(mlmark_loop* loop, int64_t iterations, int64_t wa
  */
 MLMARK_API int mlmark_loop_set_parameter(mlmark_loop* loop, const char* name, double value);
 MLMARK_API int mlmark_loop_destroy(mlmark_loop* loop);
+
+/* The loop's inputs and outputs, in the order the functions below index them. */
+MLMARK_API int mlmark_loop_binding_count(const mlmark_loop* loop, int32_t* count);
+MLMARK_API int mlmark_loop_get_binding(const mlmark_loop* loop, int32_t index, mlmark_binding_info* info);
+/*
+ * Copy bytes of host data (exactly the binding's size) into input binding of one slot (a stream and its
+ * buffers), or of every slot when slot is -1, so that later runs read real data. Waits for work in flight.
+ */
+MLMARK_API int mlmark_loop_set_input(mlmark_loop* loop, int32_t slot, int32_t binding, const void* data,
+                                     uint64_t bytes);
+/*
+ * One synchronous inference on a slot, through the same path as a timed one (transfers, graph), reading
+ * the slot's inputs; outputs[i] (count = binding count) receives output binding i, NULL skips it.
+ */
+MLMARK_API int mlmark_loop_infer(mlmark_loop* loop, int32_t slot, void* const* outputs, int32_t count);
+
+/* TensorRT. Without TensorRT in the build, mlmark_trt_get_info succeeds with built_with_tensorrt = 0 and the
+ * others fail with MLMARK_ERR_UNSUPPORTED. */
+MLMARK_API int mlmark_trt_get_info(int32_t device, mlmark_trt_info* info);
+MLMARK_API int mlmark_trt_build_engine(const mlmark_trt_build_config* config, mlmark_trt_build_result* result);
+/*
+ * IEngineInspector's JSON for every layer of an engine file; *json stays valid until the calling thread's
+ * next call into the library.
+ */
+MLMARK_API int mlmark_trt_inspect_engine(int32_t device, const char* engine_path, const char** json);
 
 #ifdef __cplusplus
 } /* extern "C" */
