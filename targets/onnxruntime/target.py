@@ -1,4 +1,9 @@
-"""ONNX Runtime target: one InferenceSession per unit of concurrency, CPU threads divided between them."""
+"""ONNX Runtime target: one InferenceSession per unit of concurrency, CPU threads divided between them.
+
+precision int8 (CPU) runs the Q/DQ model that utility/calibrate.py made beside the task's model
+(workloads/int8/qdq.py): the same explicitly quantized network TensorRT 11 builds, so an int8 score
+and its accuracy can be produced and checked on any machine.
+"""
 
 from __future__ import annotations
 
@@ -70,7 +75,7 @@ class OnnxRuntimeTarget(Target):
 
     def capabilities(self) -> Capabilities:
         ort = _ort()
-        precisions = {"cpu": ("fp32",)}
+        precisions = {"cpu": ("fp32", "int8")}
         if _CUDA in ort.get_available_providers():
             precisions["gpu"] = ("fp32",)
         return Capabilities(precisions=precisions)
@@ -95,6 +100,13 @@ class OnnxRuntimeTarget(Target):
         total = int(request.options.get("threads") or os.cpu_count() or 1)
         per_session = max(1, total // request.concurrency)
         providers = [_CUDA, "CPUExecutionProvider"] if request.hardware == "gpu" else ["CPUExecutionProvider"]
+        model_path, int8 = request.model_path, None
+        if request.precision == "int8":
+            from workloads.int8.qdq import resolve_qdq
+
+            int8 = resolve_qdq(request.model_path, request.workload)  # ModelError naming utility/calibrate.py
+            model_path = int8.path
+            log.info("onnxruntime: int8 runs %s (table sha256 %s)", model_path.name, (int8.table_sha256 or "-")[:12])
         sessions = []
         for _ in range(request.concurrency):
             opts = ort.SessionOptions()
@@ -103,7 +115,7 @@ class OnnxRuntimeTarget(Target):
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.log_severity_level = 3
-            sessions.append(ort.InferenceSession(str(request.model_path), sess_options=opts, providers=providers))
+            sessions.append(ort.InferenceSession(str(model_path), sess_options=opts, providers=providers))
         used = sessions[0].get_providers()
         if request.hardware == "gpu" and _CUDA not in used:
             raise TargetUnavailable("target onnxruntime: the CUDA provider did not load; check CUDA and cuDNN "
@@ -113,7 +125,9 @@ class OnnxRuntimeTarget(Target):
         if per_session * request.concurrency > total:
             split += " (oversubscribed: more sessions than threads)"
         log.info("onnxruntime: %s, providers %s", split, ", ".join(used))
-        return OnnxRuntimeSession(sessions, {
-            "providers": used, "sessions": request.concurrency, "intra_op_threads": per_session,
-            "inter_op_threads": 1, "cpu_threads_total": total, "thread_split": split,
-            "graph_optimization": "ORT_ENABLE_ALL"})
+        info = {"providers": used, "sessions": request.concurrency, "intra_op_threads": per_session,
+                "inter_op_threads": 1, "cpu_threads_total": total, "thread_split": split,
+                "graph_optimization": "ORT_ENABLE_ALL"}
+        if int8 is not None:
+            info["int8"] = int8.info()
+        return OnnxRuntimeSession(sessions, info)
