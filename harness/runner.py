@@ -11,7 +11,7 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -24,6 +24,7 @@ from targets import get_target
 from targets.base import LoadRequest, Session, Target
 from workloads import get_workload
 from workloads.base import Workload
+from workloads.int8.table import stale_table_warning
 from workloads.model_store import ModelFile, resolve_model
 
 log = logging.getLogger("mlmark.run")
@@ -52,6 +53,10 @@ class Measurement:
     latencies_s: List[float]
     warmup_iterations: int
     warmup_s: float
+    #: when the target timed its own loop (Session.timed_run): its GPU compute times and loop settings
+    timed_by_target: bool = False
+    gpu_s: Optional[List[float]] = None
+    native_info: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def throughput_fps(self) -> float:
@@ -69,6 +74,7 @@ def prepare(tasks: Sequence[Task]) -> List[PreparedTask]:
     """Check every task against its target and resolve its model before any measurement starts."""
     targets: Dict[str, Target] = {}
     models: Dict[Tuple[str, Optional[str]], ModelFile] = {}
+    warned: set = set()
     prepared = []
     for task in tasks:
         p = task.params
@@ -98,6 +104,11 @@ def prepare(tasks: Sequence[Task]) -> List[PreparedTask]:
             except ModelError as exc:
                 raise ModelError("{}: {}".format(task.source, exc)) from None
         model = models[key]
+        if p.precision == "int8" and key not in warned:
+            warned.add(key)
+            warning = stale_table_warning(task.workload, model.path, model.sha256)
+            if warning:  # the target refuses it later; say why early, once per model
+                log.warning("%s: %s", task.source, warning)
         batch_dim = model.inputs[0].shape[0]
         if isinstance(batch_dim, int) and batch_dim != p.batch:
             raise ModelError("{}: the model's batch dimension is fixed at {}, the task asks batch {}; "
@@ -128,6 +139,8 @@ def measure(pt: PreparedTask, session: Session) -> Measurement:
     p = pt.task.params
     inputs = session.stage(pt.workload.make_inputs(session.input_specs(), p.batch))
     post = host_postprocess(pt, session)
+    if session.has_timed_run and post is None:
+        return measure_native(pt, session)
     warm_n, warm_s = run_loop(session, inputs, p.concurrency, post,
                               count=max(p.warmup_iterations, p.concurrency), seconds=p.warmup_s)
     log.info("%s: warm-up %d iterations in %.2f s; timing %d iterations", pt.task.source, warm_n, warm_s,
@@ -135,6 +148,51 @@ def measure(pt: PreparedTask, session: Session) -> Measurement:
     latencies, wall = timed_loop(session, inputs, p.iterations, p.concurrency, post)
     return Measurement(iterations=p.iterations, batch=p.batch, concurrency=p.concurrency, wall_s=wall,
                        latencies_s=latencies, warmup_iterations=warm_n, warmup_s=warm_s)
+
+
+# Warm-up chunks of a target's own loop: long enough that the gaps between them do not matter, short
+# enough that the warm-up ends close to its configured time.
+_NATIVE_CHUNK_S = 0.25
+_NATIVE_MAX_CHUNK = 1 << 20
+
+
+def measure_native(pt: PreparedTask, session: Session) -> Measurement:
+    """Warm-up and timed loop run by the target's library (Session.timed_run) on the staged batch.
+
+    The harness keeps the run rules: it decides the warm-up (chunks until both the warm-up seconds
+    and iterations are reached) and derives every statistic and score from the raw times returned.
+    """
+    p = pt.task.params
+    warm_n, warm_s = native_warmup(session, count=max(p.warmup_iterations, p.concurrency), seconds=p.warmup_s)
+    log.info("%s: warm-up %d iterations in %.2f s; timing %d iterations in the target's loop", pt.task.source,
+             warm_n, warm_s, p.iterations)
+    timing = session.timed_run(p.iterations, 0)
+    latencies = [float(t) for t in timing.latencies_s]
+    if len(latencies) != p.iterations or not timing.wall_s > 0:
+        raise RunError("{}: target {} returned {} latencies and wall time {} for {} iterations".format(
+            pt.task.source, pt.task.target, len(latencies), timing.wall_s, p.iterations))
+    gpu = [float(t) for t in timing.gpu_s] if timing.gpu_s is not None else None
+    return Measurement(iterations=p.iterations, batch=p.batch, concurrency=p.concurrency, wall_s=float(timing.wall_s),
+                       latencies_s=latencies, warmup_iterations=warm_n, warmup_s=warm_s, timed_by_target=True,
+                       gpu_s=gpu, native_info=dict(timing.info))
+
+
+def native_warmup(session: Session, count: int, seconds: float) -> Tuple[int, float]:
+    """Untimed chunks of the target's loop until at least `count` iterations ran and `seconds` passed."""
+    start = _clock()
+    done = 0
+    chunk = max(1, min(count, 16))
+    while True:
+        t0 = _clock()
+        session.timed_run(chunk, 0)
+        now = _clock()
+        done += chunk
+        left_n, left_s = count - done, seconds - (now - start)
+        if left_n <= 0 and left_s <= 0:
+            return done, now - start
+        per_iteration = max((now - t0) / chunk, 1e-9)
+        by_time = int(min(_NATIVE_CHUNK_S, max(left_s, 0.0)) / per_iteration)
+        chunk = max(1, min(max(left_n, by_time), _NATIVE_MAX_CHUNK))
 
 
 def timed_loop(session: Session, inputs: Any, iterations: int, concurrency: int,
@@ -250,7 +308,13 @@ def run_tasks(prepared: Sequence[PreparedTask], record: Any, out: Any) -> None:
 
                 result = run_accuracy(pt, session, base)
             else:
-                result = performance_result(base, p, measure(pt, session))
+                m = measure(pt, session)
+                result = performance_result(base, p, m)
+                if m.timed_by_target:
+                    result.target_info["timed_loop"] = "the target's own library (no Python per inference)"
+                    result.target_info.update(m.native_info)
+                    if m.gpu_s:
+                        result.target_info["gpu_compute_ms"] = summarize(m.gpu_s).to_dict()
         result.finished = res.now()
         record.tasks.append(result)
         res.save(record, out)

@@ -13,6 +13,8 @@ from targets.base import Target
 _REGISTRY: Dict[str, str] = {
     "onnxruntime": "targets.onnxruntime.target:OnnxRuntimeTarget",
     "pytorch": "targets.pytorch.target:PyTorchTarget",
+    # Needs the native library built with TensorRT; check_installed() refuses in one line otherwise.
+    "tensorrt": "targets.tensorrt.target:TensorRTTarget",
 }
 
 # MLMark 1.0 targets this project does not provide: named so their configs get a clear refusal.

@@ -66,6 +66,16 @@ class LoadRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class NativeTiming:
+    """Raw times of a timed loop that a target ran itself (Session.timed_run), in issue order, in seconds."""
+
+    latencies_s: Sequence[float]  # end-to-end per inference: what latency statistics are computed from
+    gpu_s: Optional[Sequence[float]]  # GPU compute per inference (CUDA events), recorded beside them
+    wall_s: float  # first timed start to last completion: what throughput is computed from
+    info: Dict[str, Any] = field(default_factory=dict)  # the loop's settings as used
+
+
 class Session(abc.ABC):
     """A model loaded by a target: `concurrency` independent slots, each able to run one batch at a time."""
 
@@ -73,6 +83,8 @@ class Session(abc.ABC):
     info: Dict[str, Any]
     #: where SSD box decoding and NMS run when the target does them itself; None = the harness does
     postprocess_on_target: Optional[str] = None
+    #: True when timed_run() is implemented: the target's own library runs the timed loop
+    has_timed_run: bool = False
 
     @abc.abstractmethod
     def input_specs(self) -> List[TensorSpec]:
@@ -97,6 +109,13 @@ class Session(abc.ABC):
     def to_host(self, outputs: Sequence[Any]) -> List[np.ndarray]:
         """Outputs of run() as numpy arrays (for post-processing and accuracy)."""
         return list(outputs)
+
+    def timed_run(self, iterations: int, warmup_iterations: int = 0) -> NativeTiming:
+        """Run the last staged batch `iterations` times over all slots, timed inside the target (no Python
+        per inference), after `warmup_iterations` untimed ones. Only where has_timed_run is True; the
+        harness still decides warm-up, and computes every statistic and score from the raw times.
+        """
+        raise NotImplementedError("{} has no timed loop of its own".format(type(self).__name__))
 
     def close(self) -> None:
         """Release sessions, buffers and device memory."""

@@ -1,0 +1,223 @@
+"""Did TensorRT build the precision it was asked for? Pure decisions on recorded build data.
+
+TensorRT treats fp16 and int8 as permissions, not orders, and sometimes builds an engine whose
+kernels are all fp32 although fp16 was asked for (NVIDIA/TensorRT issue 3160). A score measured on
+such an engine would be labelled fp16 and be an fp32 score. So after every fp16 or int8 build the
+target checks what was built, and rebuilds a few times when it does not hold.
+
+The rule, in order:
+
+1. **Layer precisions** (IEngineInspector, where the release can tell). Only *compute layers* count:
+   convolutions, deconvolutions, fully connected layers and matrix multiplies, which hold the
+   weights and do nearly all the arithmetic. Reformat, shuffle, shape, softmax, pooling,
+   element-wise, concatenation and plugin layers legitimately stay in fp32 (or have no precision
+   of their own) and are ignored. A compute layer counts as running in the requested precision
+   when its precision is that one, or when it mixes precisions and reads the requested one
+   (TensorRT kernels compute in their input precision and convert in their epilogue, which is how
+   the inspector shows a layer on the boundary between an int8 and an fp16 region). The engine
+   passes when at least half of its compute layers run in the requested precision. A fallback
+   engine of issue 3160 has none of them; a good engine has nearly all, TensorRT keeping a few in a
+   wider precision where the narrow kernel is not faster (the first convolution, which reads only 3
+   channels, and depthwise convolutions in int8). One half lies far from both.
+
+2. **Engine size**, where the release cannot tell (no inspector, or no compute layer with a known
+   precision): the fp32 engine of the same model and batch, divided by this engine, must reach
+   1.5 for fp16 and 2.0 for int8. Weights dominate an engine's size and halve in fp16, so a real
+   fp16 engine approaches a ratio of 2 and a fallback engine stays near 1; the ENOT latency
+   server, which checks trtexec's engines the same way for the same issue, uses 1.5 (1.9 in some
+   of its versions): 1.5 leaves room for what does not shrink (kernel code, metadata, the layers
+   that stay fp32) and still lies far above the ~1.0 of a fallback. An int8 engine approaches 4;
+   2.0 is what an fp16 engine can reach at best, so an int8 request that fell back to fp16 or fp32
+   fails while one that keeps a few layers wider passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from harness.errors import RunError
+
+log = logging.getLogger("mlmark.tensorrt")
+
+#: Reduced precisions the check applies to; fp32 needs no check.
+CHECKED = ("fp16", "int8")
+#: Share of compute layers that must run in the requested precision.
+LAYER_FRACTION = 0.5
+#: fp32 engine size / engine size that the requested precision must reach (see the module docstring).
+SIZE_RATIO = {"fp16": 1.5, "int8": 2.0}
+#: Substrings of a layer's type (LayerType or ParameterType, lower case) that make it a compute layer:
+#: Convolution, CaskConvolution, CaskGemmConvolution, Deconvolution, FullyConnected, gemm,
+#: MatrixMultiply. Myelin (ForeignNode) blocks are left out: their boundary tensors need not show
+#: the precision they compute in.
+COMPUTE_MARKERS = ("convolution", "fullyconnected", "gemm", "matrixmultiply", "matmul")
+
+ISSUE = "NVIDIA/TensorRT issue 3160"
+
+
+@dataclass(frozen=True)
+class PrecisionDecision:
+    """The outcome of one check: passed is None when the data cannot tell."""
+
+    requested: str
+    method: str  # "layers", "engine size", "not needed" or "undetermined"
+    passed: Optional[bool]
+    detail: str  # one line for logs and errors
+    value: Optional[float] = None  # share of compute layers, or size ratio
+    threshold: Optional[float] = None
+    counts: Dict[str, int] = field(default_factory=dict)  # compute layers per precision
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def layer_type(layer: Mapping[str, Any]) -> str:
+    """The layer's type in lower case, from the record or, failing that, the inspector's raw JSON."""
+    parts = [str(layer.get("type") or ""), str(layer.get("parameter_type") or "")]
+    raw = _raw(layer)
+    for key in ("ParameterType", "LayerType"):
+        if raw.get(key):
+            parts.append(str(raw[key]))
+    return " ".join(parts).lower()
+
+
+def is_compute_layer(layer: Mapping[str, Any]) -> bool:
+    """A convolution, deconvolution, fully connected layer or matrix multiply."""
+    kind = layer_type(layer)
+    return any(marker in kind for marker in COMPUTE_MARKERS)
+
+
+def _raw(layer: Mapping[str, Any]) -> Dict[str, Any]:
+    raw = layer.get("raw")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _input_precisions(layer: Mapping[str, Any]) -> List[str]:
+    """The precisions of a layer's input tensors: from the record, else from the inspector's raw JSON."""
+    from targets.native.tensorrt import format_precision
+
+    listed = layer.get("input_precisions")
+    if isinstance(listed, list) and listed:
+        return [p for p in listed if p]
+    found = []
+    for tensor in _raw(layer).get("Inputs") or []:
+        if isinstance(tensor, dict):
+            p = format_precision(tensor.get("Format/Datatype", tensor.get("DataType")))
+            if p:
+                found.append(p)
+    return found
+
+
+def runs_in(layer: Mapping[str, Any], requested: str) -> bool:
+    """Whether a compute layer runs in the requested precision (see the module docstring for 'mixed')."""
+    precision = layer.get("precision")
+    if precision == requested:
+        return True
+    return precision == "mixed" and requested in _input_precisions(layer)
+
+
+def precision_counts(layers: Optional[Sequence[Mapping[str, Any]]]) -> Dict[str, int]:
+    """Compute layers per precision ('unknown' where the release did not say)."""
+    counts: Dict[str, int] = {}
+    for layer in layers or ():
+        if is_compute_layer(layer):
+            key = str(layer.get("precision") or "unknown")
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def check_layers(requested: str, layers: Optional[Sequence[Mapping[str, Any]]]) -> PrecisionDecision:
+    """Rule 1: the share of compute layers running in the requested precision."""
+    if requested not in CHECKED:
+        return PrecisionDecision(requested, "not needed", True, "{} needs no precision check".format(requested))
+    counted = [layer for layer in layers or () if is_compute_layer(layer) and layer.get("precision")]
+    counts = precision_counts(layers)
+    if not counted:
+        why = ("the engine inspector gave no layer information" if not layers else
+               "no compute layer with a known precision among {} layers".format(len(layers)))
+        return PrecisionDecision(requested, "undetermined", None, why, counts=counts)
+    hits = sum(1 for layer in counted if runs_in(layer, requested))
+    share = hits / len(counted)
+    detail = "{} in {} of {} compute layers ({:.0f} %, at least {:.0f} % required; {})".format(
+        requested, hits, len(counted), 100 * share, 100 * LAYER_FRACTION, _describe_counts(counts))
+    return PrecisionDecision(requested, "layers", share >= LAYER_FRACTION, detail, share, LAYER_FRACTION, counts)
+
+
+def check_size(requested: str, engine_bytes: int, fp32_engine_bytes: int) -> PrecisionDecision:
+    """Rule 2: fp32 engine size / this engine's size against the precision's threshold."""
+    if requested not in CHECKED:
+        return PrecisionDecision(requested, "not needed", True, "{} needs no precision check".format(requested))
+    if engine_bytes <= 0 or fp32_engine_bytes <= 0:
+        return PrecisionDecision(requested, "undetermined", None, "an engine size is zero")
+    ratio = fp32_engine_bytes / engine_bytes
+    threshold = SIZE_RATIO[requested]
+    detail = "fp32 engine {} / {} engine {} = {:.2f} (at least {:.1f} required)".format(
+        _mb(fp32_engine_bytes), requested, _mb(engine_bytes), ratio, threshold)
+    return PrecisionDecision(requested, "engine size", ratio >= threshold, detail, ratio, threshold)
+
+
+def needs_fp32_reference(requested: str, layers: Optional[Sequence[Mapping[str, Any]]]) -> bool:
+    """True when only the size rule can decide, so the fp32 engine's size is needed."""
+    return check_layers(requested, layers).passed is None
+
+
+def decide(requested: str, layers: Optional[Sequence[Mapping[str, Any]]], engine_bytes: int,
+           fp32_engine_bytes: Optional[int] = None) -> PrecisionDecision:
+    """Rule 1 where the layers tell, else rule 2 when the fp32 engine's size is given, else undetermined."""
+    by_layers = check_layers(requested, layers)
+    if by_layers.passed is not None or fp32_engine_bytes is None:
+        return by_layers
+    by_size = check_size(requested, engine_bytes, fp32_engine_bytes)
+    return PrecisionDecision(by_size.requested, by_size.method, by_size.passed,
+                             "{} ({})".format(by_size.detail, by_layers.detail), by_size.value, by_size.threshold,
+                             by_layers.counts)
+
+
+def build_until_precision_holds(requested: str, build_once: Callable[[], Tuple[Optional[List[Dict[str, Any]]], int]],
+                                fp32_engine_bytes: Callable[[], int], retries: int,
+                                what: str) -> Tuple[PrecisionDecision, int]:
+    """Build, check, and rebuild up to `retries` times; returns the passing decision and the builds it took.
+
+    build_once() builds into the same place each time and returns (layers, engine bytes);
+    fp32_engine_bytes() is called at most once, only when the layers cannot tell. Raises RunError
+    (one line) when no build holds.
+    """
+    attempts = 1 + max(0, int(retries))
+    reference: List[int] = []
+    decision = PrecisionDecision(requested, "undetermined", None, "not built")
+    for attempt in range(1, attempts + 1):
+        layers, size = build_once()
+        if requested not in CHECKED:
+            return check_layers(requested, layers), attempt
+        if needs_fp32_reference(requested, layers) and not reference:
+            reference.append(int(fp32_engine_bytes()))
+        decision = decide(requested, layers, size, reference[0] if reference else None)
+        if decision.passed:
+            if attempt > 1:
+                log.info("%s: build %d of %d holds %s: %s", what, attempt, attempts, requested, decision.detail)
+            return decision, attempt
+        if decision.passed is None:  # no rule could decide: accept, and say so in the sidecar and result
+            log.warning("%s: cannot check that the engine runs in %s: %s", what, requested, decision.detail)
+            return decision, attempt
+        if attempt < attempts:
+            log.warning("%s: build %d of %d did not hold %s: %s; rebuilding (%s)", what, attempt, attempts,
+                        requested, decision.detail, ISSUE)
+    raise RunError("{}: asked for {}, but {} build(s) of TensorRT fell back to a wider precision, the last with "
+                   "{}; a known TensorRT behaviour ({}); nothing was cached; run again, raise "
+                   "params.precision_retries (now {}), or run precision fp32".format(
+                       what, requested, attempts, decision.detail, ISSUE, retries))
+
+
+def _describe_counts(counts: Mapping[str, int]) -> str:
+    return ", ".join("{} {}".format(n, p) for p, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _mb(n: int) -> str:
+    return "{:.1f} MB".format(n / 1e6)

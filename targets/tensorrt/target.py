@@ -1,0 +1,379 @@
+"""TensorRT target: an engine per model x precision x batch from the cache, run by the native loop.
+
+Load: look the engine up in engines/ (engine_cache.py), building it in a child process when missing
+or stale (build_worker.py) and checking that an fp16 or int8 build holds its precision
+(precision_check.py); then the native library deserializes it into `concurrency` execution contexts,
+one CUDA stream each, all driven by one host thread of the library. Timed runs happen entirely in
+the library (Session.timed_run); accuracy runs go through run(), one synchronous inference at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from harness.errors import ConfigError, MLMarkError, ModelError, TargetUnavailable, UnsupportedTask
+from harness.fileio import sha256_file
+from targets.base import Capabilities, LoadRequest, NativeTiming, Session, Target, TensorSpec
+from targets.tensorrt.build_worker import BuildRequest, build_in_child
+from targets.tensorrt.engine_cache import BuildOutcome, CachedEngine, EngineCache, EngineKey
+from targets.tensorrt.precision_check import build_until_precision_holds, precision_counts
+
+log = logging.getLogger("mlmark.tensorrt")
+
+#: The GPU every engine is built for and run on; pick another with CUDA_VISIBLE_DEVICES.
+DEVICE = 0
+MEMORY_MODES = ("auto", "device", "zero-copy")
+MAX_WORKSPACE_MB = 1 << 20
+MAX_PRECISION_RETRIES = 20
+CMAKE_HINT = ("rebuild cpp_environment with TensorRT: cmake -DTensorRT_ROOT=/path/to/TensorRT (the folder holding "
+              "include/NvInfer.h and lib/libnvinfer.so; JetPack's own install is found without it), as "
+              "targets/tensorrt/README.md shows")
+
+#: Task params this target takes, with their defaults.
+OPTION_DEFAULTS: Dict[str, Any] = {
+    "cuda_graph": False,  # replay each context's inference as a CUDA graph captured at load
+    "sync": "blocking",  # how the loop's thread waits for an inference (see targets.native.loop.SYNC_MODES)
+    "transfers": True,  # copy the input in and the outputs out in every inference (trtexec's default)
+    "memory": "auto",  # 'device', 'zero-copy' (integrated GPUs), or 'auto' (zero-copy where integrated)
+    "force_zero_copy": False,  # allow zero-copy on a discrete GPU (slow: every access crosses PCIe)
+    "workspace_mb": 1024,  # TensorRT builder workspace (memory pool) limit
+    "precision_retries": 2,  # rebuilds when an fp16/int8 build falls back to a wider precision
+    "rebuild": False,  # rebuild the engine (once per run) even when the cached one is current
+}
+_BOOL_OPTIONS = ("cuda_graph", "transfers", "force_zero_copy", "rebuild")
+
+# Engines already force-rebuilt by this process: params.rebuild rebuilds once per run, not per task.
+_REBUILT: Set[str] = set()
+
+
+def _sync_modes() -> Tuple[str, ...]:
+    from targets.native import loop as native_loop
+
+    return tuple(getattr(native_loop, "SYNC_MODES", None) or ("blocking", "spin"))
+
+
+def _prefixed(exc: MLMarkError) -> str:
+    text = str(exc)
+    return text if text.startswith("target tensorrt") else "target tensorrt: " + text
+
+
+class TensorRTSession(Session):
+    """An engine deserialized into `concurrency` execution contexts inside a native loop."""
+
+    has_timed_run = True
+
+    def __init__(self, loop: Any, info: Dict[str, Any]) -> None:
+        self._loop = loop
+        bindings = list(loop.bindings())
+        self._inputs = [b for b in bindings if b.is_input]
+        self._outputs = [b for b in bindings if not b.is_input]
+        self._staged: Optional[Dict[str, np.ndarray]] = None
+        self._in_loop: Optional[Dict[str, np.ndarray]] = None
+        self.info = info
+
+    def input_specs(self) -> List[TensorSpec]:
+        return [TensorSpec(b.name, tuple(b.shape), str(b.dtype)) for b in self._inputs]
+
+    def output_names(self) -> List[str]:
+        return [b.name for b in self._outputs]
+
+    def stage(self, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The batch as contiguous arrays of the engine's input shapes and dtypes."""
+        staged = {}
+        for b in self._inputs:
+            if b.name not in inputs:
+                raise ModelError("the engine's input {} was not given (given: {})".format(b.name, sorted(inputs)))
+            array = np.ascontiguousarray(inputs[b.name], dtype=b.numpy_dtype())
+            if tuple(array.shape) != tuple(b.shape):
+                raise ModelError("input {} has shape {}, the engine was built for {}".format(
+                    b.name, list(array.shape), list(b.shape)))
+            staged[b.name] = array
+        self._staged = staged
+        return staged
+
+    def run(self, slot: int, inputs: Any) -> Sequence[np.ndarray]:
+        outputs = self._loop.infer(inputs, slot)
+        return [outputs[b.name] for b in self._outputs]
+
+    def timed_run(self, iterations: int, warmup_iterations: int = 0) -> NativeTiming:
+        if self._staged is not None and self._staged is not self._in_loop:
+            self._loop.set_inputs(self._staged)  # once per staged batch, into every context's buffers
+            self._in_loop = self._staged
+        result = self._loop.run(iterations, warmup_iterations)
+        return NativeTiming(latencies_s=result.e2e_s, gpu_s=result.gpu_s, wall_s=float(result.wall_s),
+                            info={"loop": result.settings.to_dict(), "input_bytes": int(result.input_bytes),
+                                  "output_bytes": int(result.output_bytes)})
+
+    def close(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.close()
+
+
+class _EngineBuilder:
+    """The cache's builder: TensorRT's builder in a child process, checked for its precision."""
+
+    def __init__(self, library: Any, cache: EngineCache, onnx_path: Path, model_path: Path,
+                 calibration_table: Optional[Path], calibration_path: Optional[Path], retries: int, label: str) -> None:
+        self.library = library
+        self.cache = cache
+        self.onnx_path = onnx_path  # what the parser reads: the model, or its Q/DQ version for int8
+        self.model_path = model_path
+        self.calibration_table = calibration_table  # implicit int8 only
+        self.calibration_path = calibration_path  # table or Q/DQ model, for the sidecar
+        self.retries = retries
+        self.label = label
+
+    def __call__(self, key: EngineKey, engine_file: Path) -> BuildOutcome:
+        timing_cache = self.cache.timing_cache_path(key)
+        reports: List[Dict[str, Any]] = []
+
+        def build_once() -> Tuple[Optional[List[Dict[str, Any]]], int]:
+            request = BuildRequest(
+                onnx_path=str(self.onnx_path), engine_path=str(engine_file), precision=key.precision,
+                batch=key.batch, device=DEVICE, workspace_mb=key.workspace_mb,
+                calibration_table=str(self.calibration_table) if self.calibration_table else None,
+                timing_cache=str(timing_cache), library=str(self.library.path),
+                log_level=logging.getLogger().getEffectiveLevel())
+            with tempfile.TemporaryDirectory(prefix="mlmark-trt-build-") as work:
+                report = build_in_child(request, self.label, Path(work))
+            reports.append(report)
+            return report.get("layers"), engine_file.stat().st_size
+
+        def fp32_engine_bytes() -> int:
+            ref = self.cache.ensure(key.fp32_reference(), _EngineBuilder(
+                self.library, self.cache, self.model_path, self.model_path, None, None, 0,
+                self.label.replace(key.precision, "fp32 (size reference)")))
+            return ref.engine_bytes
+
+        decision, attempts = build_until_precision_holds(key.precision, build_once, fp32_engine_bytes, self.retries,
+                                                         self.label)
+        last = reports[-1]
+        layers = last.get("layers")
+        return BuildOutcome(build_s=float(last.get("build_s") or 0.0), layers=_without_raw(layers), record={
+            "model_path": str(self.model_path), "onnx_parsed": str(self.onnx_path),
+            "calibration_path": str(self.calibration_path) if self.calibration_path else None,
+            "builder": {"workspace_mb": key.workspace_mb, "timing_cache": str(timing_cache),
+                        "timing_cache_loaded": bool(last.get("timing_cache_loaded")),
+                        "timing_cache_saved": bool(last.get("timing_cache_saved"))},
+            "precision_check": decision.to_dict(), "build_attempts": attempts,
+            "build_s_all_attempts": round(sum(float(r.get("build_s") or 0.0) for r in reports), 3),
+        })
+
+
+def _without_raw(layers: Optional[List[Dict[str, Any]]]) -> Optional[List[Dict[str, Any]]]:
+    """Layer records for the sidecar: what the precision check reads, without the inspector's bulky raw JSON."""
+    if layers is None:
+        return None
+    out = []
+    for layer in layers:
+        raw = layer.get("raw") if isinstance(layer.get("raw"), dict) else {}
+        out.append({"name": layer.get("name"), "type": layer.get("type"),
+                    "parameter_type": raw.get("ParameterType"), "precision": layer.get("precision"),
+                    "input_precisions": layer.get("input_precisions") or []})
+    return out
+
+
+class TensorRTTarget(Target):
+    """NVIDIA TensorRT through the native library (cpp_environment built with TensorRT)."""
+
+    name = "tensorrt"
+    install_hint = "build cpp_environment with TensorRT (targets/tensorrt/README.md)"
+    option_names = tuple(OPTION_DEFAULTS)
+
+    def __init__(self) -> None:
+        self._runtime_cache: Optional[Tuple[Any, Any, Any]] = None
+
+    # -- what is here ----------------------------------------------------------------------------
+
+    def _runtime(self) -> Tuple[Any, Any, Any]:
+        """The loaded library, its TensorRT and the GPU: TargetUnavailable in one line if any is missing."""
+        if self._runtime_cache is None:
+            from targets.native.library import load_library
+
+            try:
+                library = load_library()
+            except TargetUnavailable as exc:
+                raise TargetUnavailable(_prefixed(exc)) from None
+            from targets.native.tensorrt import tensorrt_info
+
+            try:
+                trt = tensorrt_info(library, DEVICE)
+            except TargetUnavailable as exc:
+                text = _prefixed(exc)
+                lower = str(exc).lower()
+                if "TensorRT_ROOT" not in text and ("not found" in lower or "without tensorrt" in lower):
+                    text += "; " + CMAKE_HINT
+                raise TargetUnavailable(text) from None
+            try:
+                device = library.device_info(DEVICE)
+            except TargetUnavailable as exc:
+                raise TargetUnavailable(_prefixed(exc)) from None
+            self._runtime_cache = (library, trt, device)
+        return self._runtime_cache
+
+    def check_installed(self) -> None:
+        self._runtime()
+
+    def capabilities(self) -> Capabilities:
+        _, trt, _ = self._runtime()
+        precisions = ["fp32"] + [p for p, fast in (("fp16", trt.fast_fp16), ("int8", trt.fast_int8)) if fast]
+        return Capabilities(precisions={"gpu": tuple(precisions)})
+
+    def unsupported_hint(self, hardware: str) -> str:
+        """Why a hardware or precision is missing here."""
+        if hardware == "dla":
+            return " (this target runs on the GPU; DLA cores are not supported)"
+        if hardware == "cpu":
+            return " (TensorRT runs on NVIDIA GPUs only)"
+        _, trt, device = self._runtime()
+        slow = [p for p, fast in (("fp16", trt.fast_fp16), ("int8", trt.fast_int8)) if not fast]
+        if not slow:
+            return ""
+        return (" ({} (sm_{}) has no fast {}: TensorRT's platformHasFast{} is false, so such an engine would run no "
+                "faster than fp32 and its score would mislead)".format(
+                    device.name, device.sm, " or ".join(slow), "/".join(p.capitalize() for p in slow)))
+
+    def versions(self) -> Dict[str, str]:
+        library, trt, device = self._runtime()
+        return {"tensorrt": trt.version, "tensorrt_headers": trt.header_version,
+                "cuda_driver": device.driver_version, "cuda_runtime": device.runtime_version,
+                "native_library": library.source_hash[:12]}
+
+    # -- options ---------------------------------------------------------------------------------
+
+    def validate_options(self, options: Mapping[str, Any], source: str) -> None:
+        for key in _BOOL_OPTIONS:
+            if key in options and not isinstance(options[key], bool):
+                raise ConfigError("{}: params.{} must be true or false, got {!r}".format(source, key, options[key]))
+        for key, allowed in (("sync", _sync_modes()), ("memory", MEMORY_MODES)):
+            if key in options and options[key] not in allowed:
+                raise ConfigError("{}: unknown params.{} {!r} (allowed: {})".format(
+                    source, key, options[key], ", ".join(allowed)))
+        for key, lo, hi in (("workspace_mb", 1, MAX_WORKSPACE_MB), ("precision_retries", 0, MAX_PRECISION_RETRIES)):
+            value = options.get(key)
+            if key in options and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
+                raise ConfigError("{}: params.{} must be an integer from {} to {}, got {!r}".format(
+                    source, key, lo, hi, value))
+        if options.get("force_zero_copy") and options.get("memory", "auto") == "device":
+            raise ConfigError("{}: params.force_zero_copy needs params.memory zero-copy or auto, not device".format(
+                source))
+
+    @staticmethod
+    def _options(options: Mapping[str, Any]) -> Dict[str, Any]:
+        opts = dict(OPTION_DEFAULTS)
+        opts.update({k: v for k, v in options.items() if k in OPTION_DEFAULTS})
+        return opts
+
+    # -- load ------------------------------------------------------------------------------------
+
+    def load(self, request: LoadRequest) -> Session:
+        from targets.native.loop import LoopSettings
+
+        if request.hardware != "gpu":
+            raise UnsupportedTask("target tensorrt: hardware {} is not supported{}".format(
+                request.hardware, self.unsupported_hint(request.hardware)))
+        library, trt, device = self._runtime()
+        opts = self._options(request.options)
+        settings = LoopSettings(concurrency=request.concurrency, sync=opts["sync"], cuda_graph=opts["cuda_graph"],
+                                transfers=opts["transfers"], memory=opts["memory"],
+                                force_zero_copy=opts["force_zero_copy"], device=DEVICE).validate()
+        model_path = Path(request.model_path)
+        onnx_path, table, calibration = self._precision_inputs(request, trt)
+        key = EngineKey(workload=request.workload, model_sha256=sha256_file(model_path), precision=request.precision,
+                        batch=request.batch, tensorrt_version=trt.version, tensorrt_header_version=trt.header_version,
+                        gpu_name=device.name, compute_capability=device.compute_capability,
+                        workspace_mb=opts["workspace_mb"], calibration_kind=calibration[0] if calibration else None,
+                        calibration_sha256=calibration[2] if calibration else None)
+        cache = EngineCache()
+        label = "tensorrt {} {} batch {}".format(request.workload, request.precision, request.batch)
+        builder = _EngineBuilder(library, cache, onnx_path, model_path, table, calibration[1] if calibration else None,
+                                 opts["precision_retries"], label)
+        force = bool(opts["rebuild"]) and key.file_stem() not in _REBUILT
+        with cache.open(key, builder, force=force) as engine:
+            if force:
+                _REBUILT.add(key.file_stem())
+            log.info("tensorrt: engine %s (%s)", engine.path.name, engine.status)
+            loop = self._create_loop(library, settings, engine, request)
+        info = self._info(request, trt, device, engine, cache, opts, loop)
+        return TensorRTSession(loop, info)
+
+    @staticmethod
+    def _precision_inputs(request: LoadRequest,
+                          trt: Any) -> Tuple[Path, Optional[Path], Optional[Tuple[str, Path, str]]]:
+        """The ONNX file to parse, the calibration table to pass, and (kind, file, SHA-256) of the int8 data.
+
+        int8 on a release with implicit calibration (TensorRT < 10.1) takes the workload's calibration
+        table; later releases (calibrators deprecated in 10.1, gone in 11) the Q/DQ model made from that
+        table. A model that is
+        already quantized (Q/DQ nodes of its own) runs as given on either.
+        """
+        model = Path(request.model_path)
+        if request.precision != "int8":
+            return model, None, None
+        from workloads.int8.qdq import resolve_qdq
+        from workloads.int8.table import check_table_for_model, table_path
+
+        if trt.implicit_int8:
+            import onnx
+
+            from workloads.int8.qdq import is_qdq_model
+
+            if not is_qdq_model(onnx.load(str(model), load_external_data=False)):
+                table = table_path(request.workload)
+                if not table.is_file():
+                    raise ModelError("target tensorrt: precision int8 needs the calibration table {}, which does not "
+                                     "exist: make it with python utility/calibrate.py --workload {} --model {}".format(
+                                         table, request.workload, model))
+                check_table_for_model(table, model, request.workload)
+                return model, table, ("table", table, sha256_file(table))
+        qdq = resolve_qdq(model, request.workload)
+        return qdq.path, None, ("qdq", qdq.path, qdq.sha256)
+
+    @staticmethod
+    def _create_loop(library: Any, settings: Any, engine: CachedEngine, request: LoadRequest) -> Any:
+        from targets.native.loop import EngineWorkload, NativeLoop
+
+        try:
+            return NativeLoop(settings, EngineWorkload(engine_path=engine.path), library)
+        except MLMarkError as exc:
+            hint = ""
+            if "memory" in str(exc).lower():
+                hint = "; try a smaller params.batch (now {}) or params.concurrency (now {})".format(
+                    request.batch, request.concurrency)
+            raise type(exc)("target tensorrt: cannot run engine {} in {} execution context(s): {}{}".format(
+                engine.path.name, request.concurrency, exc, hint)) from None
+
+    @staticmethod
+    def _info(request: LoadRequest, trt: Any, device: Any, engine: CachedEngine, cache: EngineCache,
+              opts: Mapping[str, Any], loop: Any) -> Dict[str, Any]:
+        from workloads import get_workload
+
+        meta = engine.meta
+        used = loop.used.to_dict() if hasattr(loop.used, "to_dict") else dict(loop.used)
+        detection = get_workload(request.workload).kind == "detection"
+        return {
+            "tensorrt": trt.version, "tensorrt_headers": trt.header_version, "implicit_int8": trt.implicit_int8,
+            "device": device.describe(), "device_name": device.name,
+            "compute_capability": "{}.{}".format(*device.compute_capability),
+            "options": dict(opts),
+            "loop": used,
+            "concurrency": "{} execution context(s), one CUDA stream each, driven by one host thread of the native "
+                           "library".format(request.concurrency),
+            "timing": ("the harness's loop through run(): SSD box decoding and NMS run on the host inside the timed "
+                       "region" if detection else "the native library's loop (Session.timed_run)"),
+            "engine": {
+                "path": str(engine.path), "status": engine.status, "bytes": meta.get("engine_bytes"),
+                "sha256": meta.get("engine_sha256"), "built": meta.get("built"), "build_s": meta.get("build_s"),
+                "build_attempts": meta.get("build_attempts"), "precision_check": meta.get("precision_check"),
+                "layer_precisions": precision_counts(meta.get("layers")),
+                "calibration": ({"kind": meta.get("calibration_kind"), "path": meta.get("calibration_path"),
+                                 "sha256": meta.get("calibration_sha256")} if meta.get("calibration_kind") else None),
+                "workspace_mb": meta.get("workspace_mb"), "timing_cache": str(cache.timing_cache_path(engine.key)),
+            },
+        }

@@ -1,0 +1,340 @@
+"""The tensorrt target where TensorRT is absent (as in CI): options, refusals through the CLI, and the
+harness's branch for targets that time their own loop.
+
+Nothing here runs TensorRT. The refusal tests run the real command line against a real native library
+built without TensorRT, or against none at all. The harness-branch tests use a session whose "own loop"
+is plain Python, standing for any target with Session.timed_run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import pytest
+
+from harness.config import Params, Task, load_configs, parse_task
+from harness.errors import ConfigError
+from harness.runner import PreparedTask, measure, native_warmup, run_tasks
+from targets import get_target, target_names
+from targets.base import NativeTiming, Session, TensorSpec
+from targets.native import library as native
+from targets.tensorrt.target import OPTION_DEFAULTS, TensorRTTarget
+from tests.conftest import REPO, run_cli
+
+NANO_CONFIG = REPO / "config" / "trt-nano-mobilenet-fp16.json"
+
+
+# --- registration and options --------------------------------------------------------------------
+
+
+def test_registered_and_importable_without_tensorrt() -> None:
+    assert "tensorrt" in target_names()
+    target = get_target("tensorrt")
+    assert isinstance(target, TensorRTTarget)
+    assert set(target.option_names) == {"cuda_graph", "sync", "transfers", "memory", "force_zero_copy",
+                                        "workspace_mb", "precision_retries", "rebuild"}
+    assert OPTION_DEFAULTS["transfers"] is True and OPTION_DEFAULTS["precision_retries"] == 2
+
+
+def test_valid_options_pass() -> None:
+    TensorRTTarget().validate_options({"cuda_graph": True, "sync": "spin", "transfers": False, "memory": "zero-copy",
+                                       "force_zero_copy": True, "workspace_mb": 256, "precision_retries": 0,
+                                       "rebuild": True}, "c.json: task 1")
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"cuda_graph": "yes"}, "c.json: task 1: params.cuda_graph must be true or false, got 'yes'"),
+    ({"transfers": 1}, "params.transfers must be true or false, got 1"),
+    ({"rebuild": None}, "params.rebuild must be true or false"),
+    ({"sync": "busy"}, "unknown params.sync 'busy' (allowed: blocking, spin"),
+    ({"memory": "unified"}, "unknown params.memory 'unified' (allowed: auto, device, zero-copy)"),
+    ({"workspace_mb": 0}, "params.workspace_mb must be an integer from 1 to 1048576, got 0"),
+    ({"workspace_mb": 512.0}, "params.workspace_mb must be an integer"),
+    ({"precision_retries": -1}, "params.precision_retries must be an integer from 0 to 20, got -1"),
+    ({"precision_retries": True}, "params.precision_retries must be an integer"),
+    ({"force_zero_copy": True, "memory": "device"}, "params.force_zero_copy needs params.memory zero-copy or auto"),
+])
+def test_bad_option_is_one_clear_line(options: Dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        TensorRTTarget().validate_options(options, "c.json: task 1")
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_param_lists_the_targets_options() -> None:
+    raw = {"target": "tensorrt", "workload": "mobilenet",
+           "params": {"mode": "throughput", "hardware": "gpu", "precision": "fp16", "use_graphs": True}}
+    with pytest.raises(ConfigError, match=r"unknown field 'params.use_graphs' .* tensorrt's options cuda_graph, "
+                                          r"force_zero_copy, memory, precision_retries, rebuild, sync, transfers, "
+                                          r"workspace_mb"):
+        parse_task(raw, "c.json: task 1", 0)
+
+
+def test_refusal_names_the_precision_the_device_cannot_run_fast() -> None:
+    """With what the library reports for a Jetson Nano's GPU (no fast INT8), int8 is refused clearly."""
+    from targets.native.library import DeviceInfo
+
+    target = TensorRTTarget()
+    trt = type("Info", (), {"fast_fp16": True, "fast_int8": False, "version": "8.2.1", "header_version": "8.2.1"})()
+    nano = DeviceInfo(index=0, name="NVIDIA Tegra X1", compute_capability=(5, 3), integrated=True,
+                      multiprocessors=1, can_map_host_memory=True, managed_memory=True,
+                      concurrent_managed_access=False, driver_version="10.2", runtime_version="10.2",
+                      total_memory=4 << 30, free_memory=2 << 30)
+    target._runtime_cache = (None, trt, nano)
+    caps = target.capabilities()
+    assert caps.precisions == {"gpu": ("fp32", "fp16")}
+    why = caps.refusal("gpu", "int8", 8, 1, "throughput")
+    hint = target.unsupported_hint("gpu")
+    assert why == "precision 'int8' is not supported on gpu"
+    assert hint == (" (NVIDIA Tegra X1 (sm_53) has no fast int8: TensorRT's platformHasFastInt8 is false, so such an "
+                    "engine would run no faster than fp32 and its score would mislead)")
+    assert "DLA cores are not supported" in target.unsupported_hint("dla")
+
+
+# --- refusal through the command line ------------------------------------------------------------
+
+
+def test_cli_refuses_in_one_line_when_the_native_library_is_missing(tmp_path: Path) -> None:
+    proc = run_cli("-c", str(NANO_CONFIG), "-r", str(tmp_path / "R"),
+                   env={"MLMARK_NATIVE_LIB": str(tmp_path / "absent.so")})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("mlmark: error: target tensorrt: MLMARK_NATIVE_LIB names ")
+    assert not (tmp_path / "R").exists()
+
+
+def _nvcc() -> bool:
+    return bool(shutil.which("nvcc") or os.path.isfile("/usr/local/cuda/bin/nvcc")
+                or os.path.isfile(os.path.join(os.environ.get("CUDA_HOME", ""), "bin", "nvcc")))
+
+
+@pytest.fixture(scope="module")
+def library_without_tensorrt(tmp_path_factory: Any) -> Path:
+    """The project's native library as built on a machine without TensorRT (this one's, when current)."""
+    current = native.default_build_dir() / native.LIBRARY_NAME
+    if native.staleness(current) is None and b"MLMARK_TENSORRT=none|" in current.read_bytes():
+        return current
+    if not (shutil.which("cmake") and _nvcc()):
+        pytest.skip("needs cmake and nvcc to build the native library")
+    build = tmp_path_factory.mktemp("native-without-tensorrt")
+    return native.ensure_library(build_dir=build, cmake_args=["-DMLMARK_WITH_TENSORRT=OFF"])
+
+
+@pytest.mark.slow
+def test_cli_refuses_in_one_line_when_the_library_was_built_without_tensorrt(tmp_path: Path,
+                                                                             library_without_tensorrt: Path) -> None:
+    assert b"MLMARK_TENSORRT=none|" in library_without_tensorrt.read_bytes()
+    proc = run_cli("-c", str(NANO_CONFIG), "-r", str(tmp_path / "R"),
+                   env={"MLMARK_NATIVE_LIB": str(library_without_tensorrt), "MLMARK_ENGINES": str(tmp_path / "E")})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("mlmark: error: target tensorrt: ")
+    assert "TensorRT" in lines[0] and "TensorRT_ROOT" in lines[0]
+    assert not (tmp_path / "R").exists() and not (tmp_path / "E").exists()
+
+
+# --- the harness's branch for a target's own timed loop -----------------------------------------
+
+
+class PythonLoopSession(Session):
+    """A session whose 'own loop' is plain Python sleeping per inference: any target with timed_run."""
+
+    has_timed_run = True
+
+    def __init__(self, per_inference_s: float = 0.0005) -> None:
+        self.per = per_inference_s
+        self.info: Dict[str, Any] = {"kind": "python loop for the harness test"}
+        self.calls: List[Any] = []
+        self.staged: Any = None
+
+    def input_specs(self) -> List[TensorSpec]:
+        return [TensorSpec("input", ("batch", 3, 8, 8), "float32")]
+
+    def output_names(self) -> List[str]:
+        return ["logits"]
+
+    def stage(self, inputs: Any) -> Any:
+        self.staged = inputs
+        return inputs
+
+    def run(self, slot: int, inputs: Any) -> List[np.ndarray]:
+        raise AssertionError("the harness must not run a timed loop through run() for this session")
+
+    def timed_run(self, iterations: int, warmup_iterations: int = 0) -> NativeTiming:
+        assert self.staged is not None
+        self.calls.append((iterations, warmup_iterations, time.perf_counter()))
+        t0 = time.perf_counter()
+        e2e = []
+        for _ in range(iterations):
+            s = time.perf_counter()
+            time.sleep(self.per)
+            e2e.append(time.perf_counter() - s)
+        return NativeTiming(latencies_s=np.array(e2e), gpu_s=np.array(e2e) * 0.5, wall_s=time.perf_counter() - t0,
+                            info={"loop": {"concurrency": 1, "cuda_graph": False}})
+
+
+def _prepared(**params: Any) -> PreparedTask:
+    from workloads import get_workload
+
+    p = dict(mode="throughput", hardware="gpu", precision="fp16", batch=2, concurrency=1, iterations=50,
+             warmup_s=0.1, warmup_iterations=0)
+    p.update(params)
+    task = Task(target="tensorrt", workload="mobilenet", params=Params(**p), source="c.json: task 1", index=0)
+    return PreparedTask(task=task, target=None, workload=get_workload("mobilenet"), model=None)  # type: ignore
+
+
+def test_native_warmup_runs_chunks_until_both_time_and_count_are_reached() -> None:
+    s = PythonLoopSession()
+    s.stage({})
+    n, seconds = native_warmup(s, count=3, seconds=0.2)
+    assert seconds >= 0.2 and n >= 3 and n == sum(c[0] for c in s.calls)
+    assert len(s.calls) < 20  # chunks grow to fill the time, not one call per inference
+    s2 = PythonLoopSession()
+    s2.stage({})
+    n2, _ = native_warmup(s2, count=500, seconds=0.0)
+    assert n2 >= 500
+
+
+def test_measure_uses_the_targets_loop_and_keeps_its_raw_times() -> None:
+    s = PythonLoopSession()
+    m = measure(_prepared(iterations=40, warmup_s=0.05), s)
+    timed = s.calls[-1]
+    assert timed[0] == 40 and timed[1] == 0
+    assert m.iterations == 40 and len(m.latencies_s) == 40 and m.gpu_s is not None and len(m.gpu_s) == 40
+    assert m.warmup_iterations >= 1 and m.warmup_s >= 0.05
+    assert m.throughput_fps == pytest.approx(40 * 2 / m.wall_s)
+    assert m.native_info["loop"]["cuda_graph"] is False and m.timed_by_target
+
+
+def test_measure_keeps_host_postprocessing_in_the_harness_loop() -> None:
+    """For SSD the NMS belongs in the timed region: a session's own loop cannot include it, so run() is used."""
+    from workloads import get_workload
+
+    s = PythonLoopSession()
+    pt = _prepared()
+    pt.workload = get_workload("ssdmobilenet")
+    with pytest.raises(AssertionError, match="must not run a timed loop through run"):
+        measure(pt, s)
+
+
+def test_result_records_gpu_compute_beside_end_to_end_latency(tmp_path: Path) -> None:
+    from harness import results as res
+    from tests.conftest import write_tiny_classifier
+    from workloads import get_workload
+    from workloads.model_store import resolve_model
+
+    class PlainTarget:
+        name = "tensorrt"
+
+        def load(self, request: Any) -> Session:
+            return PythonLoopSession()
+
+        def versions(self) -> Dict[str, str]:
+            return {}
+
+    model = resolve_model(get_workload("mobilenet"), str(write_tiny_classifier(tmp_path / "m.onnx")))
+    pt = _prepared(mode="latency", batch=1, iterations=30, warmup_s=0.02)
+    pt.target, pt.model = PlainTarget(), model  # type: ignore
+    record = res.RunRecord(started=res.now(), config_files=[], system={})
+    out = tmp_path / "r.json"
+    run_tasks([pt], record, out)
+    t = res.load(out).tasks[0]
+    assert t.metric == "latency" and t.latency_ms["samples"] == 30
+    gpu = t.target_info["gpu_compute_ms"]
+    assert gpu["samples"] == 30 and gpu["p95_ms"] < t.latency_ms["p95_ms"]
+    assert t.target_info["timed_loop"].startswith("the target's own library")
+    assert t.target_info["loop"] == {"concurrency": 1, "cuda_graph": False}
+
+
+# --- configs ------------------------------------------------------------------------------------
+
+
+def test_every_config_parses() -> None:
+    paths = sorted((REPO / "config").glob("*.json"))
+    assert len(paths) > 70
+    for path in paths:
+        assert load_configs([path]), path
+
+
+BOARDS = {"nano": ("fp32", "fp16"), "xavier": ("fp32", "fp16", "int8"), "orin": ("fp32", "fp16", "int8")}
+
+
+def test_tensorrt_configs_cover_each_board_workload_precision_and_mode() -> None:
+    for board, precisions in BOARDS.items():
+        for workload in ("mobilenet", "resnet50", "ssdmobilenet"):
+            for precision in ("fp32", "fp16", "int8"):
+                for mode in ("throughput", "latency", "accuracy"):
+                    path = REPO / "config" / "trt-{}-{}-{}-{}.json".format(board, workload, precision, mode)
+                    assert path.is_file() == (precision in precisions), path
+                    if not path.is_file():
+                        continue
+                    (task,) = load_configs([path])
+                    p = task.params
+                    assert (task.target, task.workload, p.precision, p.mode, p.hardware) == (
+                        "tensorrt", workload, precision, mode, "gpu")
+                    if mode == "latency":
+                        assert (p.batch, p.concurrency) == (1, 1) and p.iterations >= 1024
+                    if mode == "throughput":
+                        assert p.iterations >= 1024
+    both = load_configs([NANO_CONFIG])
+    assert [t.params.mode for t in both] == ["throughput", "latency"]
+    raw = json.loads(NANO_CONFIG.read_text())
+    assert raw[0]["params"]["workspace_mb"] == 512
+
+
+# --- int8 calibration data and the real build child without TensorRT ----------------------------
+
+
+def _trt(implicit_int8: bool) -> Any:
+    from targets.native.tensorrt import TensorRTInfo
+
+    return TensorRTInfo(version="8.5.2" if implicit_int8 else "11.0.0", header_version="8.5.2",
+                        implicit_int8=implicit_int8, inspector=True, fast_fp16=True, fast_int8=True)
+
+
+def _request(model: Path, precision: str = "int8") -> Any:
+    from targets.base import LoadRequest
+
+    return LoadRequest(model_path=model, workload="mobilenet", hardware="gpu", precision=precision, batch=1,
+                       concurrency=1)
+
+
+def test_int8_needs_a_table_for_this_model_or_its_qdq_model(tmp_path: Path) -> None:
+    from harness.errors import ModelError
+    from tests.conftest import write_tiny_classifier
+
+    model = write_tiny_classifier(tmp_path / "tiny.onnx")
+    assert TensorRTTarget._precision_inputs(_request(model, "fp16"), _trt(True)) == (model, None, None)
+    # TensorRT < 11: the workload's table, which is missing or made for another model than this tiny one.
+    with pytest.raises(ModelError) as err:
+        TensorRTTarget._precision_inputs(_request(model), _trt(True))
+    assert "CalibrationTable_mobilenet" in str(err.value) and "utility/calibrate.py" in str(err.value)
+    assert "\n" not in str(err.value)
+    # TensorRT 11: the Q/DQ model beside the model, which was never made.
+    with pytest.raises(ModelError) as err:
+        TensorRTTarget._precision_inputs(_request(model), _trt(False))
+    assert "tiny.qdq.onnx" in str(err.value) and "utility/calibrate.py" in str(err.value)
+
+
+@pytest.mark.slow
+def test_build_child_refuses_in_one_line_with_a_library_without_tensorrt(tmp_path: Path,
+                                                                        library_without_tensorrt: Path) -> None:
+    from harness.errors import TargetUnavailable
+    from targets.tensorrt.build_worker import BuildRequest, build_in_child
+    from tests.conftest import write_tiny_classifier
+
+    model = write_tiny_classifier(tmp_path / "tiny.onnx")
+    request = BuildRequest(onnx_path=str(model), engine_path=str(tmp_path / ".e.tmp"), precision="fp16", batch=1,
+                           library=str(library_without_tensorrt))
+    with pytest.raises(TargetUnavailable) as err:
+        build_in_child(request, "tensorrt mobilenet fp16 batch 1", tmp_path)
+    assert str(err.value).startswith("tensorrt mobilenet fp16 batch 1: TensorRT was not found when cpp_environment "
+                                     "was built")
+    assert not (tmp_path / ".e.tmp").exists()
