@@ -4,7 +4,7 @@ The same measurements as `mlmark selftest` (targets/native/selftest.py): fixed C
 timing accuracy against requested kernel durations, host overhead per inference and the waiting
 thread's CPU share for blocking, spin-wait and sleep completion, concurrency scaling and CUDA-graph
 agreement. The report goes to
-Results/cuda_selftest-<time>.json unless --json names another path.
+Results/bench-cuda_selftest-<time>.json unless --json names another path.
 
     python bench/cuda_selftest.py [--quick] [--device N] [--json PATH]
 """
@@ -27,7 +27,7 @@ def main(argv: "list[str] | None" = None) -> int:
     """The self-test with its JSON report kept under Results/ unless --json names a path."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(a == "--json" or a.startswith("--json=") for a in args):
-        args += ["--json", str(REPO / "Results" / "cuda_selftest-{}.json".format(time.strftime("%Y%m%d-%H%M%S")))]
+        args += ["--json", str(REPO / "Results" / "bench-cuda_selftest-{}.json".format(time.strftime("%Y%m%d-%H%M%S")))]
     return run_selftest(args)
 
 
