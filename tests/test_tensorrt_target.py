@@ -20,11 +20,13 @@ import pytest
 
 from harness.config import Params, Task, load_configs, parse_task
 from harness.errors import ConfigError
+from harness.fileio import sha256_file
 from harness.runner import PreparedTask, measure, native_warmup, run_tasks
 from targets import get_target, target_names
 from targets.base import NativeTiming, Session, TensorSpec
 from targets.native import library as native
-from targets.tensorrt.target import OPTION_DEFAULTS, TensorRTTarget
+from targets.tensorrt.engine_cache import EngineKey
+from targets.tensorrt.target import OPTION_DEFAULTS, ParsedModel, TensorRTTarget
 from tests.conftest import REPO, run_cli
 
 NANO_CONFIG = REPO / "config" / "trt-nano-mobilenet-fp16.json"
@@ -292,11 +294,12 @@ def test_tensorrt_configs_cover_each_board_workload_precision_and_mode() -> None
 # --- int8 calibration data and the real build child without TensorRT ----------------------------
 
 
-def _trt(implicit_int8: bool) -> Any:
+def _trt(implicit_int8: bool, weak_typing: bool = True) -> Any:
     from targets.native.tensorrt import TensorRTInfo
 
     return TensorRTInfo(version="8.5.2" if implicit_int8 else "11.0.0", header_version="8.5.2",
-                        implicit_int8=implicit_int8, inspector=True, fast_fp16=True, fast_int8=True)
+                        implicit_int8=implicit_int8, inspector=True, fast_fp16=True, fast_int8=True,
+                        weak_typing=weak_typing)
 
 
 def _request(model: Path, precision: str = "int8") -> Any:
@@ -311,15 +314,16 @@ def test_int8_needs_a_table_for_this_model_or_its_qdq_model(tmp_path: Path) -> N
     from tests.conftest import write_tiny_classifier
 
     model = write_tiny_classifier(tmp_path / "tiny.onnx")
-    assert TensorRTTarget._precision_inputs(_request(model, "fp16"), _trt(True)) == (model, None, None)
+    cache = tmp_path / "engines"
+    assert TensorRTTarget._precision_inputs(_request(model, "fp16"), _trt(True), cache) == ParsedModel(model)
     # TensorRT < 11: the workload's table, which is missing or made for another model than this tiny one.
     with pytest.raises(ModelError) as err:
-        TensorRTTarget._precision_inputs(_request(model), _trt(True))
+        TensorRTTarget._precision_inputs(_request(model), _trt(True), cache)
     assert "CalibrationTable_mobilenet" in str(err.value) and "utility/calibrate.py" in str(err.value)
     assert "\n" not in str(err.value)
     # TensorRT 11: the Q/DQ model beside the model, which was never made.
     with pytest.raises(ModelError) as err:
-        TensorRTTarget._precision_inputs(_request(model), _trt(False))
+        TensorRTTarget._precision_inputs(_request(model), _trt(False), cache)
     assert "tiny.qdq.onnx" in str(err.value) and "utility/calibrate.py" in str(err.value)
 
 
@@ -338,3 +342,51 @@ def test_build_child_refuses_in_one_line_with_a_library_without_tensorrt(tmp_pat
     assert str(err.value).startswith("tensorrt mobilenet fp16 batch 1: TensorRT was not found when cpp_environment "
                                      "was built")
     assert not (tmp_path / ".e.tmp").exists()
+
+
+def test_fp16_on_a_strongly_typed_builder_parses_a_float16_conversion_made_once(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from tests.conftest import write_tiny_classifier
+
+    model = write_tiny_classifier(tmp_path / "tiny.onnx", hw=32)
+    cache = tmp_path / "engines"
+    parsed = TensorRTTarget._precision_inputs(_request(model, "fp16"), _trt(False, weak_typing=False), cache)
+    assert parsed.onnx_path.parent == cache / "onnx" and parsed.onnx_path.name.endswith(".fp16.onnx")
+    assert parsed.table is None and parsed.calibration is None
+    assert parsed.fp16.source_sha256 == sha256_file(model) and parsed.fp16.sha256 == sha256_file(parsed.onnx_path)
+    half = onnx.load(str(parsed.onnx_path))
+    assert {t.data_type for t in half.graph.initializer if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)} == {
+        TensorProto.FLOAT16}
+    # Inputs and outputs stay float32: the harness feeds and reads the same arrays as for fp32.
+    assert [v.type.tensor_type.elem_type for v in list(half.graph.input) + list(half.graph.output)] == [
+        TensorProto.FLOAT] * (len(half.graph.input) + len(half.graph.output))
+    x = np.random.RandomState(0).rand(2, 3, 32, 32).astype(np.float32)
+    want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    got = ort.InferenceSession(str(parsed.onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2 * float(np.abs(want).max()))
+    # Converted once: a second task finds the file; a changed model gets its own conversion.
+    stamp = parsed.onnx_path.stat().st_mtime_ns
+    again = TensorRTTarget._precision_inputs(_request(model, "fp16"), _trt(False, weak_typing=False), cache)
+    assert again == parsed and parsed.onnx_path.stat().st_mtime_ns == stamp
+    other = write_tiny_classifier(tmp_path / "tiny.onnx", classes=10, hw=32)
+    changed = TensorRTTarget._precision_inputs(_request(other, "fp16"), _trt(False, weak_typing=False), cache)
+    assert changed.onnx_path != parsed.onnx_path and changed.fp16.source_sha256 == sha256_file(other)
+    # A float16 model is parsed as given.
+    given = TensorRTTarget._precision_inputs(_request(parsed.onnx_path, "fp16"), _trt(False, weak_typing=False), cache)
+    assert given.onnx_path == parsed.onnx_path and given.fp16.converter.startswith("none")
+
+
+def test_engine_key_tells_float16_conversions_apart() -> None:
+    from targets.tensorrt.engine_cache import stale_reason
+
+    key = EngineKey(workload="mobilenet", model_sha256="ab" * 32, precision="fp16", batch=1, tensorrt_version="11.0.0",
+                    tensorrt_header_version="11.0.0", gpu_name="GPU", compute_capability=(8, 7),
+                    fp16_model_sha256="cd" * 32)
+    assert key.fp32_reference().fp16_model_sha256 is None
+    meta = dict(key.to_dict(), schema="mlmark-engine/1", fp16_model_sha256="ef" * 32)
+    reason = stale_reason(meta, key, Path("/nonexistent.engine")) or ""
+    assert reason.startswith("built from a float16 conversion with SHA-256 efefefefefef")

@@ -76,6 +76,7 @@ class EngineKey:
     workspace_mb: int = 1024
     calibration_kind: Optional[str] = None  # int8: "table" (implicit calibration) or "qdq" (Q/DQ model)
     calibration_sha256: Optional[str] = None  # of the calibration table or of the Q/DQ model
+    fp16_model_sha256: Optional[str] = None  # fp16 on a strongly typed builder: of the float16 conversion parsed
 
     @property
     def sm(self) -> str:
@@ -89,7 +90,7 @@ class EngineKey:
 
     def fp32_reference(self) -> "EngineKey":
         """The fp32 engine of the same model, batch and builder settings (the size check's reference)."""
-        return replace(self, precision="fp32", calibration_kind=None, calibration_sha256=None)
+        return replace(self, precision="fp32", calibration_kind=None, calibration_sha256=None, fp16_model_sha256=None)
 
     def to_dict(self) -> Dict[str, Any]:
         """The key as its sidecar records it (compute capability as "8.7")."""
@@ -110,6 +111,7 @@ _COMPARED: List[Tuple[str, str]] = [
     ("model_sha256", "built from a model with SHA-256 {old:.12}...; the model is now {new:.12}..."),
     ("calibration_kind", "built with calibration {old}; now {new}"),
     ("calibration_sha256", "built with calibration data of SHA-256 {old:.12}...; it is now {new:.12}..."),
+    ("fp16_model_sha256", "built from a float16 conversion with SHA-256 {old:.12}...; it is now {new:.12}..."),
     ("workspace_mb", "built with workspace_mb {old}; the task asks {new}"),
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -113,6 +114,16 @@ class TensorRTSession(Session):
         loop, self._loop = self._loop, None
         if loop is not None:
             loop.close()
+
+
+@dataclass(frozen=True)
+class ParsedModel:
+    """What the engine builder parses for a task, and the precision data it came from."""
+
+    onnx_path: Path  # the model, its Q/DQ version (int8) or its float16 conversion (fp16, strongly typed)
+    table: Optional[Path] = None  # calibration table for implicit int8
+    calibration: Optional[Tuple[str, Path, str]] = None  # int8: (kind "table" or "qdq", file, SHA-256)
+    fp16: Optional[Any] = None  # workloads.fp16.Fp16Model
 
 
 class _EngineBuilder:
@@ -284,13 +295,15 @@ class TensorRTTarget(Target):
                                 transfers=opts["transfers"], memory=opts["memory"],
                                 force_zero_copy=opts["force_zero_copy"], device=DEVICE).validate()
         model_path = Path(request.model_path)
-        onnx_path, table, calibration = self._precision_inputs(request, trt)
+        cache = EngineCache()
+        parsed = self._precision_inputs(request, trt, cache.directory)
+        onnx_path, table, calibration, fp16 = parsed.onnx_path, parsed.table, parsed.calibration, parsed.fp16
         key = EngineKey(workload=request.workload, model_sha256=sha256_file(model_path), precision=request.precision,
                         batch=request.batch, tensorrt_version=trt.version, tensorrt_header_version=trt.header_version,
                         gpu_name=device.name, compute_capability=device.compute_capability,
                         workspace_mb=opts["workspace_mb"], calibration_kind=calibration[0] if calibration else None,
-                        calibration_sha256=calibration[2] if calibration else None)
-        cache = EngineCache()
+                        calibration_sha256=calibration[2] if calibration else None,
+                        fp16_model_sha256=fp16.sha256 if fp16 else None)
         label = "tensorrt {} {} batch {}".format(request.workload, request.precision, request.batch)
         builder = _EngineBuilder(library, cache, onnx_path, model_path, table, calibration[1] if calibration else None,
                                  opts["precision_retries"], label)
@@ -301,21 +314,28 @@ class TensorRTTarget(Target):
             log.info("tensorrt: engine %s (%s)", engine.path.name, engine.status)
             loop = self._create_loop(library, settings, engine, request)
         info = self._info(request, trt, device, engine, cache, opts, loop)
+        if fp16:
+            info["fp16_model"] = fp16.info()
         return TensorRTSession(loop, info)
 
     @staticmethod
-    def _precision_inputs(request: LoadRequest,
-                          trt: Any) -> Tuple[Path, Optional[Path], Optional[Tuple[str, Path, str]]]:
-        """The ONNX file to parse, the calibration table to pass, and (kind, file, SHA-256) of the int8 data.
+    def _precision_inputs(request: LoadRequest, trt: Any, cache_dir: Path) -> "ParsedModel":
+        """The ONNX file the builder parses for the task's precision, and the data it was made from.
 
         int8 on a release with implicit calibration (TensorRT < 10.1) takes the workload's calibration
         table; later releases (calibrators deprecated in 10.1, gone in 11) the Q/DQ model made from that
-        table. A model that is
-        already quantized (Q/DQ nodes of its own) runs as given on either.
+        table. A model that is already quantized (Q/DQ nodes of its own) runs as given on either. fp16
+        on a strongly typed builder (10.12+ and 11: no FP16 flag) parses a float16 conversion of the
+        model, made once into cache_dir/onnx.
         """
         model = Path(request.model_path)
+        if request.precision == "fp16" and not trt.weak_typing:
+            from workloads.fp16 import resolve_fp16
+
+            fp16 = resolve_fp16(model, cache_dir / "onnx")
+            return ParsedModel(onnx_path=fp16.path, fp16=fp16)
         if request.precision != "int8":
-            return model, None, None
+            return ParsedModel(onnx_path=model)
         from workloads.int8.qdq import resolve_qdq
         from workloads.int8.table import check_table_for_model, table_path
 
@@ -331,9 +351,9 @@ class TensorRTTarget(Target):
                                      "exist: make it with python utility/calibrate.py --workload {} --model {}".format(
                                          table, request.workload, model))
                 check_table_for_model(table, model, request.workload)
-                return model, table, ("table", table, sha256_file(table))
+                return ParsedModel(onnx_path=model, table=table, calibration=("table", table, sha256_file(table)))
         qdq = resolve_qdq(model, request.workload)
-        return qdq.path, None, ("qdq", qdq.path, qdq.sha256)
+        return ParsedModel(onnx_path=qdq.path, calibration=("qdq", qdq.path, qdq.sha256))
 
     @staticmethod
     def _create_loop(library: Any, settings: Any, engine: CachedEngine, request: LoadRequest) -> Any:
