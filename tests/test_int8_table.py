@@ -240,3 +240,18 @@ def test_harness_warns_once_before_any_int8_task_runs(tmp_path: Path, tiny: Path
     prepare(tasks + [fp32])
     warnings = [r.getMessage() for r in caplog.records if "calibration table made for another model" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith("cfg.json[0]: ")
+
+
+def test_table_for_release_rewrites_only_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "CalibrationTable_mobilenet"
+    path.write_text("TRT-6001-EntropyCalibration2\ninput: 3c010a14\nrelu: 3d418306\n")
+    served = tb.table_for_release(path, "8.5.2.2", tmp_path / "served")
+    assert served.parent == tmp_path / "served" and served.name.endswith("-trt8502")
+    assert served.read_text() == "TRT-8502-EntropyCalibration2\ninput: 3c010a14\nrelu: 3d418306\n"
+    assert read_table(served).scales == read_table(path).scales
+    assert tb.table_for_release(path, "10.0.1", tmp_path / "served").read_text().startswith(
+        "TRT-100001-EntropyCalibration2\n")
+    # A table already headed for this release is served as it is.
+    assert tb.table_for_release(served, "8.5.2", tmp_path / "other") == served
+    with pytest.raises(ModelError):
+        tb.table_for_release(path, "unknown", tmp_path / "served")

@@ -121,7 +121,7 @@ class ParsedModel:
     """What the engine builder parses for a task, and the precision data it came from."""
 
     onnx_path: Path  # the model, its Q/DQ version (int8) or its float16 conversion (fp16, strongly typed)
-    table: Optional[Path] = None  # calibration table for implicit int8
+    table: Optional[Path] = None  # implicit int8: the calibration table, headed for the running release
     calibration: Optional[Tuple[str, Path, str]] = None  # int8: (kind "table" or "qdq", file, SHA-256)
     fp16: Optional[Any] = None  # workloads.fp16.Fp16Model
 
@@ -337,7 +337,7 @@ class TensorRTTarget(Target):
         if request.precision != "int8":
             return ParsedModel(onnx_path=model)
         from workloads.int8.qdq import resolve_qdq
-        from workloads.int8.table import check_table_for_model, table_path
+        from workloads.int8.table import check_table_for_model, table_for_release, table_path
 
         if trt.implicit_int8:
             import onnx
@@ -351,7 +351,8 @@ class TensorRTTarget(Target):
                                      "exist: make it with python utility/calibrate.py --workload {} --model {}".format(
                                          table, request.workload, model))
                 check_table_for_model(table, model, request.workload)
-                return ParsedModel(onnx_path=model, table=table, calibration=("table", table, sha256_file(table)))
+                served = table_for_release(table, trt.version, cache_dir / "calibration")
+                return ParsedModel(onnx_path=model, table=served, calibration=("table", table, sha256_file(table)))
         qdq = resolve_qdq(model, request.workload)
         return ParsedModel(onnx_path=qdq.path, calibration=("qdq", qdq.path, qdq.sha256))
 

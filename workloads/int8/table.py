@@ -166,6 +166,28 @@ def sidecar_path(table: PathLike) -> Path:
     return table.with_name(table.name + ".json")
 
 
+def table_for_release(path: PathLike, tensorrt_version: str, out_dir: PathLike) -> Path:
+    """A copy of the table whose header names the running TensorRT release, for its calibrator to serve.
+
+    TensorRT skips a calibration cache whose header names another release and then asks the
+    calibrator for images, which it does not have; the scales themselves do not depend on the
+    release. The copy is named by the table's SHA-256 and the release, and written once, atomically.
+    """
+    path = Path(path)
+    parts = re.findall(r"\d+", tensorrt_version)[:3]
+    if len(parts) < 2:
+        raise ModelError("cannot tell the TensorRT release from version {!r}".format(tensorrt_version))
+    major, minor, patch = (int(p) for p in (parts + ["0"])[:3])
+    table = read_table(path)
+    number = trt_version_number(major, minor, patch)
+    if table.version == number and table.algorithm == ENTROPY2:
+        return path
+    out = Path(out_dir) / "{}-{}-trt{}".format(path.name, sha256_file(path)[:12], number)
+    if not out.is_file():
+        atomic_write_text(out, table.to_text(version=number, algorithm=ENTROPY2))
+    return out
+
+
 def write_table(path: PathLike, table: CalibrationTable, sidecar: Mapping[str, Any]) -> Dict[str, Any]:
     """Write the table, then its sidecar (with the table's SHA-256 added), each atomically; returns the sidecar."""
     path = Path(path)
