@@ -42,6 +42,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and the score table only")
     parser.add_argument("--compare", action="store_true",
                         help="end with the speed-up comparison of this run's results (CSV and PNG beside them)")
+    parser.add_argument("--skip-unavailable", action="store_true",
+                        help="leave out, with a warning, tasks whose target, hardware or precision this machine "
+                             "lacks (for comparison configs run on whatever is installed)")
     parser.add_argument("--version", action="version", version="mlmark " + __version__)
     return parser
 
@@ -62,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 
     paths = expand_config_args(args.config)
     tasks = load_configs(paths)
-    prepared = prepare(tasks)
+    prepared = prepare(tasks, skip_unavailable=args.skip_unavailable)
     log.info("%d task(s) validated", len(prepared))
     record = res.RunRecord(started=res.now(), config_files=[str(p) for p in paths], system=system_info())
     out = res.result_path(args.results_dir)

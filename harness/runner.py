@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from harness.config import MIN_VALID_ITERATIONS, Task
-from harness.errors import DatasetError, MLMarkError, ModelError, RunError, UnsupportedTask
+from harness.errors import DatasetError, MLMarkError, ModelError, RunError, TargetUnavailable, UnsupportedTask
 from harness.report import sig3
 from harness.stats import LatencyStats, summarize
 from targets import get_target
@@ -70,22 +70,41 @@ class Measurement:
         return self.iterations >= MIN_VALID_ITERATIONS
 
 
-def prepare(tasks: Sequence[Task]) -> List[PreparedTask]:
-    """Check every task against its target and resolve its model before any measurement starts."""
+def prepare(tasks: Sequence[Task], skip_unavailable: bool = False) -> List[PreparedTask]:
+    """Check every task against its target and resolve its model before any measurement starts.
+
+    skip_unavailable: a task whose target cannot run on this machine (not installed, no GPU, no
+    TensorRT) or lacks its hardware or precision here is left out with a warning instead of
+    stopping the run; at least one task must remain.
+    """
     targets: Dict[str, Target] = {}
+    unavailable: Dict[str, TargetUnavailable] = {}
     models: Dict[Tuple[str, Optional[str]], ModelFile] = {}
     warned: set = set()
     prepared = []
     for task in tasks:
         p = task.params
-        if task.target not in targets:
+        if task.target not in targets and task.target not in unavailable:
             target = get_target(task.target, task.source)
-            target.check_installed()
-            targets[task.target] = target
+            try:
+                target.check_installed()
+            except TargetUnavailable as exc:
+                if not skip_unavailable:
+                    raise
+                unavailable[task.target] = exc
+            else:
+                targets[task.target] = target
+        if task.target in unavailable:
+            log.warning("%s: skipped: %s", task.source, unavailable[task.target])
+            continue
         target = targets[task.target]
         target.validate_options(p.options, task.source)
         caps = target.capabilities()
         why = caps.refusal(p.hardware, p.precision, p.batch, p.concurrency, p.mode)
+        if why and skip_unavailable and p.precision not in caps.precisions.get(p.hardware, ()):
+            log.warning("%s: skipped: target %s cannot run it here: %s%s", task.source, task.target, why,
+                        target.unsupported_hint(p.hardware))
+            continue
         if why:
             raise UnsupportedTask("{}: target {} cannot run this task: {}{}; it supports {}".format(
                 task.source, task.target, why, target.unsupported_hint(p.hardware), caps.describe()))
@@ -114,6 +133,9 @@ def prepare(tasks: Sequence[Task]) -> List[PreparedTask]:
             raise ModelError("{}: the model's batch dimension is fixed at {}, the task asks batch {}; "
                              "use a model with a dynamic batch dimension".format(task.source, batch_dim, p.batch))
         prepared.append(PreparedTask(task=task, target=target, workload=workload, model=model))
+    if not prepared and tasks:
+        raise TargetUnavailable("none of the {} task(s) can run on this machine (see the warnings above)".format(
+            len(tasks)))
     return prepared
 
 

@@ -111,6 +111,30 @@ def test_target_not_installed_names_the_package(tmp_path: Path, tiny: Path) -> N
     assert proc.stderr.strip().endswith("(pip install onnxruntime; onnxruntime-gpu for hardware gpu)")
 
 
+def test_skip_unavailable_leaves_out_what_this_machine_cannot_run(tmp_path: Path, tiny: Path) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    cfg = config(tmp_path, [task(tiny, hardware="gpu"), task(tiny)])
+    proc = run_cli("-c", str(cfg), "-r", str(tmp_path / "R"), "--skip-unavailable")
+    assert proc.returncode == 0, proc.stderr
+    assert "c.json: task 1: skipped: target onnxruntime cannot run it here: hardware 'gpu' is not supported" in (
+        proc.stderr)
+    record = only_result(tmp_path / "R")
+    assert [t.source for t in record.tasks] == ["{}: task 2".format(cfg)]
+    # A target that is not installed: every task left out is an error, not an empty table.
+    fake = tmp_path / "fake"
+    (fake / "onnxruntime").mkdir(parents=True)
+    (fake / "onnxruntime" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    proc = run_cli("-c", str(cfg), "-r", str(tmp_path / "R2"), "--skip-unavailable", env={"PYTHONPATH": str(fake)})
+    assert proc.returncode == 2
+    assert "skipped: " in proc.stderr and "pip install onnxruntime" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mlmark: error: none of the 2 task(s) can run on this machine (see the warnings above)")
+    assert not (tmp_path / "R2").exists() or not list((tmp_path / "R2").glob("*.json"))
+
+
 def test_bad_target_option(tmp_path: Path, tiny: Path) -> None:
     proc = run_cli("-c", str(config(tmp_path, [task(tiny, threads=0)])), "-r", str(tmp_path / "R"))
     assert proc.returncode == 2 and "params.threads must be an integer from 1 to 1024, got 0" in proc.stderr
