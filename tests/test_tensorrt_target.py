@@ -39,8 +39,8 @@ def test_registered_and_importable_without_tensorrt() -> None:
     assert "tensorrt" in target_names()
     target = get_target("tensorrt")
     assert isinstance(target, TensorRTTarget)
-    assert set(target.option_names) == {"cuda_graph", "sync", "transfers", "memory", "force_zero_copy",
-                                        "workspace_mb", "precision_retries", "rebuild"}
+    assert set(target.option_names) == {"cuda_graph", "launch_gate", "sync", "transfers", "memory",
+                                        "force_zero_copy", "workspace_mb", "precision_retries", "rebuild"}
     assert OPTION_DEFAULTS["transfers"] is True and OPTION_DEFAULTS["precision_retries"] == 2
 
 
@@ -48,6 +48,7 @@ def test_valid_options_pass() -> None:
     TensorRTTarget().validate_options({"cuda_graph": True, "sync": "spin", "transfers": False, "memory": "zero-copy",
                                        "force_zero_copy": True, "workspace_mb": 256, "precision_retries": 0,
                                        "rebuild": True}, "c.json: task 1")
+    TensorRTTarget().validate_options({"launch_gate": True, "sync": "sleep"}, "c.json: task 1")
 
 
 @pytest.mark.parametrize("options, words", [
@@ -61,6 +62,7 @@ def test_valid_options_pass() -> None:
     ({"precision_retries": -1}, "params.precision_retries must be an integer from 0 to 20, got -1"),
     ({"precision_retries": True}, "params.precision_retries must be an integer"),
     ({"force_zero_copy": True, "memory": "device"}, "params.force_zero_copy needs params.memory zero-copy or auto"),
+    ({"launch_gate": "on"}, "params.launch_gate must be true or false, got 'on'"),
 ])
 def test_bad_option_is_one_clear_line(options: Dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -72,8 +74,8 @@ def test_unknown_param_lists_the_targets_options() -> None:
     raw = {"target": "tensorrt", "workload": "mobilenet",
            "params": {"mode": "throughput", "hardware": "gpu", "precision": "fp16", "use_graphs": True}}
     with pytest.raises(ConfigError, match=r"unknown field 'params.use_graphs' .* tensorrt's options cuda_graph, "
-                                          r"force_zero_copy, memory, precision_retries, rebuild, sync, transfers, "
-                                          r"workspace_mb"):
+                                          r"force_zero_copy, launch_gate, memory, precision_retries, rebuild, sync, "
+                                          r"transfers, workspace_mb"):
         parse_task(raw, "c.json: task 1", 0)
 
 

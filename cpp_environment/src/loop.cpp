@@ -52,7 +52,8 @@ double seconds(std::chrono::steady_clock::duration d) { return std::chrono::dura
 
 Loop::Slot::~Slot() {
   // Nothing may still run on the stream when its buffers go; errors here are reported by the run
-  // that caused them, so they are only cleared.
+  // that caused them, so they are only cleared. A held gate would keep the stream busy for ever.
+  if (gate) gate->open();
   if (stream) cudaStreamSynchronize(stream);
   if (graph) cudaGraphExecDestroy(graph);
   executor.reset();
@@ -95,6 +96,7 @@ Loop::Loop(const mlmark_loop_config& c) {
   concurrency_ = c.concurrency;
   sync_mode_ = c.sync_mode;
   cuda_graph_ = c.cuda_graph != 0;
+  launch_gate_ = c.launch_gate != 0;
   transfers_ = c.transfers != 0;
   zero_copy_alloc_ = c.zero_copy_alloc;
 
@@ -180,9 +182,11 @@ Loop::Loop(const mlmark_loop_config& c) {
   // now, so a failure is reported by create, not by the first timed run.
   phase(concurrency_, nullptr, nullptr, nullptr, nullptr);
 
-  log(MLMARK_LOG_INFO, "loop ready on GPU %d (%s): %d stream(s), wait %s, CUDA graphs %s, transfers %s, %s, executor %s",
+  log(MLMARK_LOG_INFO,
+      "loop ready on GPU %d (%s): %d stream(s), wait %s, CUDA graphs %s, launch gate %s, transfers %s, %s, executor %s",
       device_, props.name.c_str(), concurrency_, sync_name(sync_mode_), cuda_graph_ ? "on" : "off",
-      transfers_ ? "on" : "off", memory_name(memory_, zero_copy_alloc_), factory_->name().c_str());
+      launch_gate_ ? "on" : "off", transfers_ ? "on" : "off", memory_name(memory_, zero_copy_alloc_),
+      factory_->name().c_str());
 }
 
 Loop::~Loop() {
@@ -229,6 +233,7 @@ void Loop::setup_slot(Slot& s, int number) {
     if (has_output_copy) make_event(&s.done[p], cudaEventDisableTiming | wait_flag);
   }
   if (cuda_graph_) capture_graph(s);
+  if (launch_gate_) s.gate.reset(new LaunchGate());
 }
 
 void Loop::capture_graph(Slot& s) {
@@ -271,21 +276,29 @@ void Loop::issue(Slot& s, int64_t index) {
                  "copying an input to the GPU");
     }
   }
-  check_cuda(cudaEventRecord(s.start[p], s.stream), "cudaEventRecord");
-  if (s.graph) {
-    check_cuda(cudaGraphLaunch(s.graph, s.stream), "cudaGraphLaunch");
-  } else {
-    s.executor->enqueue(s.stream, s.pointers.data());
-  }
-  check_cuda(cudaEventRecord(s.end[p], s.stream), "cudaEventRecord");
-  if (s.done[p]) {
-    for (std::size_t i = 0; i < bindings_.size(); ++i) {
-      if (bindings_[i].is_input) continue;
-      check_cuda(cudaMemcpyAsync(s.staging[i].host(), s.pointers[i], bindings_[i].bytes, cudaMemcpyDeviceToHost, s.stream),
-                 "copying an output from the GPU");
+  if (s.gate) s.gate->hold(s.stream);
+  try {
+    check_cuda(cudaEventRecord(s.start[p], s.stream), "cudaEventRecord");
+    if (s.graph) {
+      check_cuda(cudaGraphLaunch(s.graph, s.stream), "cudaGraphLaunch");
+    } else {
+      s.executor->enqueue(s.stream, s.pointers.data());
     }
-    check_cuda(cudaEventRecord(s.done[p], s.stream), "cudaEventRecord");
+    check_cuda(cudaEventRecord(s.end[p], s.stream), "cudaEventRecord");
+    if (s.done[p]) {
+      for (std::size_t i = 0; i < bindings_.size(); ++i) {
+        if (bindings_[i].is_input) continue;
+        check_cuda(cudaMemcpyAsync(s.staging[i].host(), s.pointers[i], bindings_[i].bytes, cudaMemcpyDeviceToHost,
+                                   s.stream),
+                   "copying an output from the GPU");
+      }
+      check_cuda(cudaEventRecord(s.done[p], s.stream), "cudaEventRecord");
+    }
+  } catch (...) {
+    if (s.gate) s.gate->open();
+    throw;
   }
+  if (s.gate) s.gate->open();
   s.enqueued = Clock::now();
 }
 
@@ -463,6 +476,7 @@ mlmark_run_info Loop::info() const {
   r.memory = memory_;
   r.zero_copy_alloc = memory_ == MLMARK_MEMORY_ZERO_COPY ? zero_copy_alloc_ : MLMARK_ZERO_COPY_MAPPED;
   r.integrated = integrated_ ? 1 : 0;
+  r.launch_gate = launch_gate_ ? 1 : 0;
   r.input_bytes = input_bytes_;
   r.output_bytes = output_bytes_;
   return r;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "launch_gate.h"
 #include "memory.h"
 #include "mlmark/executor.h"
 #include "mlmark/mlmark_c.h"
@@ -62,6 +63,7 @@ class Loop {
     cudaEvent_t end[2] = {nullptr, nullptr};
     cudaEvent_t done[2] = {nullptr, nullptr};  // after the output copies; null when there are none
     cudaGraphExec_t graph = nullptr;
+    std::unique_ptr<LaunchGate> gate;  // launch_gate on: holds the stream while the host enqueues
     bool busy = false;
     int parity = 1;
     int64_t index = 0;
@@ -84,6 +86,7 @@ class Loop {
   int concurrency_ = 1;
   int sync_mode_ = MLMARK_SYNC_BLOCKING;
   bool cuda_graph_ = false;
+  bool launch_gate_ = false;
   bool transfers_ = true;
   int memory_ = MLMARK_MEMORY_DEVICE;
   int zero_copy_alloc_ = MLMARK_ZERO_COPY_MAPPED;

@@ -40,6 +40,10 @@ class LoopSettings:
     warmup: int = 100
     sync: str = "blocking"  # 'blocking', 'spin' or 'sleep' (see SYNC_MODES)
     cuda_graph: bool = False
+    # Hold each stream until the whole inference is enqueued (a graph's launch too), so that GPU compute
+    # time (CUDA events) excludes the host's launch calls. The enqueue then no longer overlaps GPU work:
+    # for timing GPU compute, not for throughput.
+    launch_gate: bool = False
     transfers: bool = True  # copy inputs in and outputs out per inference (trtexec without --noDataTransfers)
     memory: str = "auto"  # 'device', 'zero-copy', or 'auto' (zero-copy on integrated GPUs only)
     force_zero_copy: bool = False  # allow zero-copy on a discrete GPU
@@ -186,6 +190,7 @@ class NativeLoop:
         config.concurrency = settings.concurrency
         config.sync_mode = SYNC_MODES[settings.sync]
         config.cuda_graph = int(bool(settings.cuda_graph))
+        config.launch_gate = int(bool(settings.launch_gate))
         config.transfers = int(bool(settings.transfers))
         config.memory = MEMORY_MODES[settings.memory]
         config.force_zero_copy = int(bool(settings.force_zero_copy))
@@ -253,7 +258,7 @@ class NativeLoop:
     def _settings_used(self, info: RunInfoStruct) -> LoopSettings:
         return replace(
             self.settings, concurrency=int(info.concurrency), sync=_name_of(SYNC_MODES, info.sync_mode),
-            cuda_graph=bool(info.cuda_graph), transfers=bool(info.transfers),
+            cuda_graph=bool(info.cuda_graph), launch_gate=bool(info.launch_gate), transfers=bool(info.transfers),
             memory=_name_of(MEMORY_MODES, info.memory),
             zero_copy_alloc=_name_of(ZERO_COPY_ALLOCS, info.zero_copy_alloc), device=int(info.device))
 

@@ -20,6 +20,8 @@ import numpy as np
 from harness.errors import ConfigError, MLMarkError, ModelError, TargetUnavailable, UnsupportedTask
 from harness.fileio import sha256_file
 from targets.base import Capabilities, LoadRequest, NativeTiming, Session, Target, TensorSpec
+from targets.native.library import MEMORY_MODES
+from targets.native.loop import SYNC_MODES
 from targets.tensorrt.build_worker import BuildRequest, build_in_child
 from targets.tensorrt.engine_cache import BuildOutcome, CachedEngine, EngineCache, EngineKey
 from targets.tensorrt.precision_check import build_until_precision_holds, precision_counts
@@ -28,7 +30,6 @@ log = logging.getLogger("mlmark.tensorrt")
 
 #: The GPU every engine is built for and run on; pick another with CUDA_VISIBLE_DEVICES.
 DEVICE = 0
-MEMORY_MODES = ("auto", "device", "zero-copy")
 MAX_WORKSPACE_MB = 1 << 20
 MAX_PRECISION_RETRIES = 20
 CMAKE_HINT = ("rebuild cpp_environment with TensorRT: cmake -DTensorRT_ROOT=/path/to/TensorRT (the folder holding "
@@ -39,6 +40,7 @@ CMAKE_HINT = ("rebuild cpp_environment with TensorRT: cmake -DTensorRT_ROOT=/pat
 OPTION_DEFAULTS: Dict[str, Any] = {
     "cuda_graph": False,  # replay each context's inference as a CUDA graph captured at load
     "sync": "blocking",  # how the loop's thread waits for an inference (see targets.native.loop.SYNC_MODES)
+    "launch_gate": False,  # hold each stream until an inference is enqueued: GPU compute time without the host
     "transfers": True,  # copy the input in and the outputs out in every inference (trtexec's default)
     "memory": "auto",  # 'device', 'zero-copy' (integrated GPUs), or 'auto' (zero-copy where integrated)
     "force_zero_copy": False,  # allow zero-copy on a discrete GPU (slow: every access crosses PCIe)
@@ -46,16 +48,10 @@ OPTION_DEFAULTS: Dict[str, Any] = {
     "precision_retries": 2,  # rebuilds when an fp16/int8 build falls back to a wider precision
     "rebuild": False,  # rebuild the engine (once per run) even when the cached one is current
 }
-_BOOL_OPTIONS = ("cuda_graph", "transfers", "force_zero_copy", "rebuild")
+_BOOL_OPTIONS = ("cuda_graph", "launch_gate", "transfers", "force_zero_copy", "rebuild")
 
 # Engines already force-rebuilt by this process: params.rebuild rebuilds once per run, not per task.
 _REBUILT: Set[str] = set()
-
-
-def _sync_modes() -> Tuple[str, ...]:
-    from targets.native import loop as native_loop
-
-    return tuple(getattr(native_loop, "SYNC_MODES", None) or ("blocking", "spin"))
 
 
 def _prefixed(exc: MLMarkError) -> str:
@@ -262,7 +258,7 @@ class TensorRTTarget(Target):
         for key in _BOOL_OPTIONS:
             if key in options and not isinstance(options[key], bool):
                 raise ConfigError("{}: params.{} must be true or false, got {!r}".format(source, key, options[key]))
-        for key, allowed in (("sync", _sync_modes()), ("memory", MEMORY_MODES)):
+        for key, allowed in (("sync", tuple(SYNC_MODES)), ("memory", tuple(MEMORY_MODES))):
             if key in options and options[key] not in allowed:
                 raise ConfigError("{}: unknown params.{} {!r} (allowed: {})".format(
                     source, key, options[key], ", ".join(allowed)))
@@ -292,7 +288,7 @@ class TensorRTTarget(Target):
         library, trt, device = self._runtime()
         opts = self._options(request.options)
         settings = LoopSettings(concurrency=request.concurrency, sync=opts["sync"], cuda_graph=opts["cuda_graph"],
-                                transfers=opts["transfers"], memory=opts["memory"],
+                                launch_gate=opts["launch_gate"], transfers=opts["transfers"], memory=opts["memory"],
                                 force_zero_copy=opts["force_zero_copy"], device=DEVICE).validate()
         model_path = Path(request.model_path)
         cache = EngineCache()

@@ -128,6 +128,9 @@ typedef struct mlmark_loop_config {
   uint64_t input_bytes;    /* MLMARK_EXECUTOR_SPIN: size of its one input */
   uint64_t output_bytes;   /* MLMARK_EXECUTOR_SPIN: size of its one output */
   const char* engine_path; /* MLMARK_EXECUTOR_TENSORRT: the serialized engine file */
+  int32_t launch_gate;     /* hold each stream until the host has enqueued the whole inference (graph
+                              launch included), so that GPU compute time excludes the host's calls */
+  int32_t reserved0;
 } mlmark_loop_config;
 
 /* One input or output tensor of a loop's inferences. */
@@ -194,7 +197,7 @@ typedef struct mlmark_run_info {
   int32_t memory; /* MLMARK_MEMORY_DEVICE or MLMARK_MEMORY_ZERO_COPY */
   int32_t zero_copy_alloc;
   int32_t integrated;
-  int32_t reserved0;
+  int32_t launch_gate;
   int64_t iterations;
   int64_t warmup;
   uint64_t input_bytes;  /* all input bindings of one inference */
