@@ -6,8 +6,8 @@ installed dataset, or, when none is installed, on generated images (and says so)
 fp32 and int8 tasks through the harness's own prepare/load/measure (harness/runner.py), so the
 numbers are what `mlmark` would report, in alternating rounds (fp32, int8, int8, fp32, ...) so that
 drift hits both alike. Agreement is measured on the calibration images: cosine similarity of the
-logits and top-1 agreement between the fp32 and int8 sessions of the target (ONNX Runtime's fused
-int8 kernels), and of the Q/DQ arithmetic as written; with a dataset, top-1 against the labels too.
+logits and top-1 agreement between the fp32 and int8 sessions of the target (ONNX Runtime's optimized
+graph), and of the Q/DQ arithmetic as written; with a dataset, top-1 against the labels too.
 
 Synthetic weights make agreement a check of the pipeline only; with pretrained weights
 (utility/get_models.py) it is the real fp32-vs-int8 comparison. The table says which.
@@ -203,7 +203,7 @@ def main() -> int:
                   "(install pretrained weights with utility/get_models.py for that)".format(r["workload"]))
         else:
             print("{}: {} weights: this is the real fp32-vs-int8 comparison".format(r["workload"], r["weights"]))
-    print("cos min / top-1 =: the onnxruntime target's int8 session (fused int8 kernels) against fp32; "
+    print("cos min / top-1 =: the onnxruntime target's int8 session (optimized graph) against fp32; "
           "cos Q/DQ: the Q/DQ graph's own arithmetic (graph optimizations off)")
     out = args.out or Path(__file__).resolve().parent.parent / "Results" / "bench-int8-{}.json".format(
         time.strftime("%Y%m%d-%H%M%S"))

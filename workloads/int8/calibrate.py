@@ -22,7 +22,7 @@ neighbours' height, as NVIDIA's calibrators do (see _flatten_zero_spike), and th
 Python in ONNX Runtime and about a second per tensor, runs over a process pool.
 
 The check of step 4 runs the Q/DQ graph as written (graph optimizations off); the onnxruntime
-target's int8 tasks run ONNX Runtime's fused int8 kernels, whose rounding depends on the CPU.
+target's int8 tasks run ONNX Runtime's optimized graph, which folds and fuses around the Q/DQ pairs.
 """
 
 from __future__ import annotations
@@ -409,8 +409,8 @@ def ort_runner(model: Union[Path, bytes], input_name: str, threads: Optional[int
 
     optimize=False runs the graph as written: a Q/DQ model then computes exactly its quantize,
     dequantize and float arithmetic (what TensorRT's int8 kernels approximate with int32 sums),
-    rather than ONNX Runtime's fused int8 kernels, whose results depend on the CPU (without VNNI,
-    x86 kernels sum u8 x s8 pairs in int16 and can saturate).
+    rather than ONNX Runtime's optimized graph, which folds the weights' dequantization and fuses
+    float operators around the activations' Q/DQ pairs, rounding slightly differently.
     """
     import onnxruntime as ort
 
