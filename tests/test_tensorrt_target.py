@@ -392,3 +392,57 @@ def test_engine_key_tells_float16_conversions_apart() -> None:
     meta = dict(key.to_dict(), schema="mlmark-engine/1", fp16_model_sha256="ef" * 32)
     reason = stale_reason(meta, key, Path("/nonexistent.engine")) or ""
     assert reason.startswith("built from a float16 conversion with SHA-256 efefefefefef")
+
+
+def test_run_from_several_threads_enters_the_native_loop_one_at_a_time() -> None:
+    import threading
+
+    from targets.tensorrt.target import TensorRTSession
+
+    class Binding:
+        def __init__(self, name: str, is_input: bool) -> None:
+            self.name, self.is_input, self.shape = name, is_input, (1, 4)
+
+        def numpy_dtype(self) -> Any:
+            return np.dtype("float32")
+
+    class OneThreadLoop:
+        """Stands in for NativeLoop, which may be entered by one thread at a time."""
+
+        def __init__(self) -> None:
+            self.inside = 0
+            self.most_inside = 0
+            self.loaded = 0
+            self.guard = threading.Lock()
+
+        def bindings(self) -> List[Any]:
+            return [Binding("x", True), Binding("y", False)]
+
+        def _enter(self) -> None:
+            with self.guard:
+                self.inside += 1
+                self.most_inside = max(self.most_inside, self.inside)
+            time.sleep(0.002)
+            with self.guard:
+                self.inside -= 1
+
+        def set_inputs(self, inputs: Any) -> None:
+            self.loaded += 1
+            self._enter()
+
+        def infer(self, inputs: Any, slot: int) -> Dict[str, Any]:
+            assert inputs is None  # the buffers hold the batch already
+            self._enter()
+            return {"y": np.zeros((1, 4), np.float32)}
+
+    loop = OneThreadLoop()
+    session = TensorRTSession(loop, {})
+    batch = session.stage({"x": np.ones((1, 4), np.float32)})
+    threads = [threading.Thread(target=lambda slot=slot: [session.run(slot, batch) for _ in range(20)])
+               for slot in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert loop.most_inside == 1
+    assert loop.loaded == 1  # the same batch is copied into the contexts once, not per inference

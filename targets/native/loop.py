@@ -241,13 +241,16 @@ class NativeLoop:
         for index, array in self._inputs_in_order(inputs):
             self._library.loop_set_input(self._handle, -1, index, array)
 
-    def infer(self, inputs: Dict[str, np.ndarray], slot: int = 0) -> Dict[str, np.ndarray]:
-        """One synchronous inference on one stream, through the timed path; the outputs by binding name."""
+    def infer(self, inputs: Optional[Dict[str, np.ndarray]], slot: int = 0) -> Dict[str, np.ndarray]:
+        """One synchronous inference on one stream, through the timed path; the outputs by binding name.
+
+        inputs None: the stream's buffers hold them already (set_inputs), as in the timed loop.
+        """
         if self._handle is None:
             raise ConfigError("this loop is closed")
         if not isinstance(slot, int) or not 0 <= slot < self.used.concurrency:
             raise ConfigError("slot must be within 0..{}, got {!r}".format(self.used.concurrency - 1, slot))
-        for index, array in self._inputs_in_order(inputs):
+        for index, array in self._inputs_in_order(inputs) if inputs is not None else ():
             self._library.loop_set_input(self._handle, slot, index, array)
         outputs: List[Optional[np.ndarray]] = []
         for b in self._bindings:
