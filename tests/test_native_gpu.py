@@ -296,3 +296,21 @@ def test_library_log_reaches_python_logging(lib: NativeLibrary, caplog: Any) -> 
     caplog.set_level(logging.INFO, logger="mlmark.native")
     _spin(lib, 10, iterations=10, concurrency=2)
     assert any("loop ready on GPU" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+
+
+@pytest.mark.parametrize("transfers", [True, False])
+def test_inputs_set_once_are_what_each_inference_reads(lib: NativeLibrary, transfers: bool) -> None:
+    # The spin kernel writes 0x5a ^ first input byte ^ last input byte to both ends of its output.
+    settings = LoopSettings(concurrency=2, iterations=10, warmup=0, transfers=transfers, memory="device")
+    with NativeLoop(settings, SpinWorkload(1000, input_bytes=64, output_bytes=8), lib) as loop:
+        spec = next(b for b in loop.bindings() if b.is_input)
+        for first, last in ((1, 2), (7, 200)):
+            x = np.zeros(spec.shape, dtype=spec.numpy_dtype())
+            x.reshape(-1)[0], x.reshape(-1)[-1] = first, last
+            loop.set_inputs({spec.name: x})
+            for slot in (0, 1):
+                out = next(iter(loop.infer(None, slot).values())).reshape(-1)
+                assert out[0] == out[-1] == 0x5A ^ first ^ last, (slot, out)
+            loop.run(iterations=10, warmup=0)  # the timed loop reads the same buffers
+            out = next(iter(loop.infer(None, 1).values())).reshape(-1)
+            assert out[0] == 0x5A ^ first ^ last
