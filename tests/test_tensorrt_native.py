@@ -28,8 +28,9 @@ CHECK_SCRIPT = native.SOURCE_DIR / "tools" / "check_tensorrt_headers.sh"
 THIRD_PARTY = REPO / "third_party" / "trt"
 
 # Each release checked, with its ONNX parser headers (11.x ships NvOnnxParser.h in its own include folder).
+# 10.13 and 10.16 take the strongly typed path (weak typing deprecated from 10.12) with the 10.1 parser header.
 RELEASES = [("8.2", "onnx-8.2"), ("8.5", "onnx-8.5"), ("8.6", "onnx-8.6"), ("10.3", "onnx-10.1"),
-            ("11.0", "11.0/include"), ("11.1", "11.1/include")]
+            ("10.13", "onnx-10.1"), ("10.16", "onnx-10.1"), ("11.0", "11.0/include"), ("11.1", "11.1/include")]
 
 STRUCTS = {
     "mlmark_device_info": native.DeviceInfoStruct,
