@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, NamedTuple
+from typing import Any, Dict, List, NamedTuple
 
 import numpy as np
 import pytest
@@ -384,6 +384,41 @@ def test_struct_size_mismatch_is_refused_and_logged(built: Built) -> None:
     assert any("returning status 1" in m for m in handler.messages), handler.messages
 
 
+_HEADER = native.SOURCE_DIR / "include" / "mlmark" / "mlmark_c.h"
+_CTYPES_STRUCTS = {
+    "mlmark_device_info": native.DeviceInfoStruct, "mlmark_loop_config": native.LoopConfigStruct,
+    "mlmark_binding_info": native.BindingInfoStruct, "mlmark_trt_info": native.TrtInfoStruct,
+    "mlmark_trt_build_config": native.TrtBuildConfigStruct, "mlmark_trt_build_result": native.TrtBuildResultStruct,
+    "mlmark_run_info": native.RunInfoStruct,
+}
+
+
+def _header_fields() -> Dict[str, List[str]]:
+    """Each struct's field names in the order mlmark_c.h declares them."""
+    text = re.sub(r"/\*.*?\*/", "", _HEADER.read_text(), flags=re.DOTALL)
+    structs = {}
+    for name, body, alias in re.findall(r"typedef struct (\w+) \{(.*?)\} (\w+);", text, re.DOTALL):
+        assert name == alias
+        structs[name] = [re.search(r"(\w+)\s*(\[[^\]]*\])?\s*$", decl).group(1)
+                         for decl in body.split(";") if decl.strip()]
+    return structs
+
+
+def test_ctypes_fields_are_the_headers_in_order() -> None:
+    # Names and order, which the offset check (tests/test_tensorrt_native.py) cannot see where a field
+    # fills padding or two fields swap places with the same types.
+    header = _header_fields()
+    assert set(_CTYPES_STRUCTS) <= set(header)
+    for c_name, cls in _CTYPES_STRUCTS.items():
+        assert [f for f, _type in cls._fields_] == header[c_name], c_name
+        assert ctypes.sizeof(cls) % 8 == 0, c_name  # trailing padding is spelled out as reserved fields
+    # launch_gate came last (ABI 2 was not released yet), followed only by explicit padding.
+    for c_name, cls in (("mlmark_loop_config", native.LoopConfigStruct), ("mlmark_run_info", native.RunInfoStruct)):
+        names = header[c_name]
+        assert names[-2] == "launch_gate" and names[-1].startswith("reserved"), names
+        assert cls.launch_gate.offset + 8 == ctypes.sizeof(cls), c_name
+
+
 # --- no GPU, no driver ---------------------------------------------------------------------------
 
 _PROBE = """
@@ -441,6 +476,7 @@ def test_selftest_without_gpu_exits_2_with_one_line(built: Built) -> None:
     ({"concurrency": 0}, "concurrency"), ({"concurrency": 5000}, "concurrency"), ({"iterations": 0}, "iterations"),
     ({"warmup": -1}, "warmup"), ({"sync": "poll"}, "sync"), ({"memory": "unified"}, "memory"),
     ({"zero_copy_alloc": "pinned"}, "zero_copy_alloc"), ({"device": -1}, "device"),
+    ({"launch_gate": 1}, "launch_gate"),
 ])
 def test_bad_settings_are_config_errors(kwargs: Any, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
@@ -507,6 +543,8 @@ def test_selftest_report_on_synthetic_timings(monkeypatch: Any, tmp_path: Path) 
     assert "host overhead, blocking" in names and "host overhead, spin" in names
     assert "throughput 4 streams / 1 stream" in names
     assert any(n.startswith("graph vs plain") for n in names)
+    assert "gated vs plain 50 us median" in names and report["judged_accuracy_mode"] == "gated"
+    assert set(report["fixed_cost_us"]) == set(report["launch_jitter_us"]) == {"plain", "gated", "graph"}
     table = selftest.format_report(report)
     assert "Result: {0} of {0} checks passed".format(len(names)) in table
     assert "FAIL" not in table
@@ -527,6 +565,27 @@ def test_selftest_report_flags_a_failure(monkeypatch: Any) -> None:
     assert failed == ["host overhead, blocking", "host overhead, spin"]
     assert "[FAIL] host overhead, blocking" in selftest.format_report(report)
     assert selftest.exit_status(report) == 1
+
+
+def test_selftest_judges_accuracy_on_gated_launches(monkeypatch: Any) -> None:
+    class HostTail(_FakeLoop):
+        """Plain launches carry the host's launch jitter: 10 % of them 3 us late; gated and graph ones do not."""
+
+        def run(self, iterations: Any = None, warmup: Any = None) -> LoopResult:
+            r = super().run(iterations, warmup)
+            if not self.settings.launch_gate and not self.settings.cuda_graph:
+                r.gpu_s = r.gpu_s + np.where(np.arange(r.gpu_s.size) % 10 == 0, 3e-6, 0.0)
+            return r
+
+    monkeypatch.setattr(selftest, "NativeLoop", HostTail)
+    report = selftest.measure(library=_FakeLibrary(), quick=False)  # type: ignore[arg-type]
+    assert report["passed"], [c for c in report["checks"] if not c["passed"]]
+    plain_50 = next(r for r in report["accuracy"]["plain"] if r["requested_us"] == 50)
+    assert plain_50["corrected"]["p95_us"] - 50 > 2.0  # shown, not judged
+    assert report["launch_jitter_us"]["plain"] > 2.0 > report["launch_jitter_us"]["gated"]
+    table = selftest.format_report(report)
+    assert "plain holds the host's launch call (and its jitter) between its events" in table
+    assert "[PASS] gated vs plain 50 us median" in table
 
 
 def test_selftest_help_runs() -> None:

@@ -78,6 +78,7 @@ class Loop {
   void setup_slot(Slot& slot, int number);
   void capture_graph(Slot& slot);
   void issue(Slot& slot, int64_t index);
+  void check_gate(Slot& slot) const;  // Error when the slot's gate gave up waiting for the host
   Slot* wait_any(Clock::time_point* finished);
   void phase(int64_t count, double* e2e_s, double* gpu_s, double* enqueue_s, double* wall_s);
   void drain() noexcept;

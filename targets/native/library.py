@@ -212,12 +212,14 @@ class RunInfoStruct(ctypes.Structure):
         ("memory", ctypes.c_int32),
         ("zero_copy_alloc", ctypes.c_int32),
         ("integrated", ctypes.c_int32),
-        ("launch_gate", ctypes.c_int32),
+        ("reserved0", ctypes.c_int32),
         ("iterations", ctypes.c_int64),
         ("warmup", ctypes.c_int64),
         ("input_bytes", ctypes.c_uint64),
         ("output_bytes", ctypes.c_uint64),
         ("wall_s", ctypes.c_double),
+        ("launch_gate", ctypes.c_int32),
+        ("reserved1", ctypes.c_int32),
     ]
 
 

@@ -40,9 +40,9 @@ class LoopSettings:
     warmup: int = 100
     sync: str = "blocking"  # 'blocking', 'spin' or 'sleep' (see SYNC_MODES)
     cuda_graph: bool = False
-    # Hold each stream until the whole inference is enqueued (a graph's launch too), so that GPU compute
-    # time (CUDA events) excludes the host's launch calls. The enqueue then no longer overlaps GPU work:
-    # for timing GPU compute, not for throughput.
+    # Launches behind a launch gate: each stream waits until the whole inference is enqueued (a graph's
+    # launch call too), so that GPU compute time (CUDA events) excludes the host's launch calls. The enqueue
+    # then no longer overlaps GPU work: for timing GPU compute, not for throughput.
     launch_gate: bool = False
     transfers: bool = True  # copy inputs in and outputs out per inference (trtexec without --noDataTransfers)
     memory: str = "auto"  # 'device', 'zero-copy', or 'auto' (zero-copy on integrated GPUs only)
@@ -59,6 +59,8 @@ class LoopSettings:
             raise ConfigError("iterations must be an integer >= 1, got {!r}".format(self.iterations))
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ConfigError("warmup must be an integer >= 0, got {!r}".format(self.warmup))
+        if not isinstance(self.launch_gate, bool):
+            raise ConfigError("launch_gate must be true or false, got {!r}".format(self.launch_gate))
         if self.sync not in SYNC_MODES:
             raise ConfigError("sync must be one of {}, got {!r}".format(", ".join(SYNC_MODES), self.sync))
         if self.memory not in MEMORY_MODES:

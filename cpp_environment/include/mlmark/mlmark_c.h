@@ -128,8 +128,12 @@ typedef struct mlmark_loop_config {
   uint64_t input_bytes;    /* MLMARK_EXECUTOR_SPIN: size of its one input */
   uint64_t output_bytes;   /* MLMARK_EXECUTOR_SPIN: size of its one output */
   const char* engine_path; /* MLMARK_EXECUTOR_TENSORRT: the serialized engine file */
-  int32_t launch_gate;     /* hold each stream until the host has enqueued the whole inference (graph
-                              launch included), so that GPU compute time excludes the host's calls */
+  /* Launches behind a launch gate: before each inference's start event the loop enqueues a one-thread
+     kernel that waits on a flag in mapped host memory, and sets the flag only after the end event is
+     enqueued, so that the GPU runs start event, work and end event back to back and GPU compute time
+     excludes the host's launch calls (a CUDA graph's launch call included: the start event is recorded
+     before it). The enqueue then no longer overlaps GPU work: for timing GPU compute, not throughput. */
+  int32_t launch_gate;
   int32_t reserved0;
 } mlmark_loop_config;
 
@@ -197,12 +201,14 @@ typedef struct mlmark_run_info {
   int32_t memory; /* MLMARK_MEMORY_DEVICE or MLMARK_MEMORY_ZERO_COPY */
   int32_t zero_copy_alloc;
   int32_t integrated;
-  int32_t launch_gate;
+  int32_t reserved0;
   int64_t iterations;
   int64_t warmup;
   uint64_t input_bytes;  /* all input bindings of one inference */
   uint64_t output_bytes; /* all output bindings of one inference */
   double wall_s;         /* first timed enqueue to last timed completion */
+  int32_t launch_gate;   /* the loop's launches wait behind a launch gate (mlmark_loop_config.launch_gate) */
+  int32_t reserved1;
 } mlmark_run_info;
 
 /* Library identity: read before anything else. */
