@@ -30,13 +30,13 @@ if __name__ == "__main__":
     # Run as a script, Python puts utility/ first on sys.path; the project's packages live one up.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from harness.cli import EXIT_INTERRUPTED  # noqa: E402
 from harness.errors import MLMarkError  # noqa: E402
 from workloads import workload_names  # noqa: E402
 from workloads.int8.calibrate import DEFAULT_COUNT, DEFAULT_METHOD, METHODS  # noqa: E402
 
 PROG = "calibrate"
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
+EXIT_ERROR = MLMarkError.exit_status
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -20,12 +20,12 @@ if __name__ == "__main__":
     # Run as a script, Python puts utility/ first on sys.path; the project's packages live one up.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from harness.cli import EXIT_INTERRUPTED  # noqa: E402
 from harness.errors import MLMarkError  # noqa: E402
 from workloads import pretrained  # noqa: E402
 
 PROG = "get_models"
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
+EXIT_ERROR = MLMarkError.exit_status
 
 
 def _parser() -> argparse.ArgumentParser:
