@@ -31,15 +31,15 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from core.errors import DatasetError, MLMarkError
+from core.fileio import atomic_write_json
+from core.stats import summarize
 from harness.config import parse_task
-from harness.errors import DatasetError, MLMarkError
-from harness.fileio import atomic_write_json
 from harness.results import now
 from harness.runner import load, measure, prepare
-from harness.stats import summarize
-from harness.sysinfo import system_info
+from system.info import system_info
 from workloads import get_workload
-from workloads.int8.calibrate import DEFAULT_METHOD, METHODS, agreement, calibrate, load_images, ort_runner
+from workloads.calibrate import DEFAULT_METHOD, METHODS, agreement, calibrate, load_images, ort_runner
 from workloads.model_store import resolve_model
 
 log = logging.getLogger("mlmark.bench")
@@ -147,7 +147,7 @@ def bench_workload(name: str, count: int, iterations: int, rounds: int, method: 
 def _top1_vs_labels(workload: Any, count: int, names: List[str], sessions: List[Any], input_name: str,
                     single: List[np.ndarray]) -> Dict[str, float]:
     from workloads.datasets import check_dataset
-    from workloads.scoring import TopK
+    from workloads.metrics import TopK
 
     labels = {s.name: s.label for s in check_dataset(workload, None, count).samples}
     scores = [TopK(), TopK()]

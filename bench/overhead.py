@@ -11,19 +11,17 @@ throughput >= 0.98 and p95 within 2 %.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from harness.fileio import atomic_write_json
+from core.fileio import atomic_write_json
+from core.stats import summarize
 from harness.results import now
-from harness.runner import timed_loop
-from harness.stats import summarize
-from harness.sysinfo import system_info
+from harness.runner import load_request, timed_loop
+from system.info import system_info
 from targets import get_target
-from targets.base import LoadRequest
 from workloads import get_workload
 from workloads.model_store import resolve_model
 
@@ -44,8 +42,7 @@ def bench(workload_name: str, batch: int, iterations: int, turn: int) -> Dict:  
     workload = get_workload(workload_name)
     model = resolve_model(workload)
     target = get_target("onnxruntime")
-    session = target.load(LoadRequest(model_path=model.path, workload=workload.name, hardware="cpu",
-                                      precision="fp32", batch=batch, concurrency=1))
+    session = target.load(load_request(workload, model, "cpu", "fp32", batch))
     feed = workload.make_inputs(session.input_specs(), batch)
     raw = session.sessions[0]
     names = session.output_names()

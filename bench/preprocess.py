@@ -27,9 +27,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from harness.fileio import atomic_write_json
+from core.fileio import atomic_write_json
 from harness.results import now
-from harness.sysinfo import system_info
+from system.info import system_info
 from workloads import get_workload
 from workloads.preprocess import PreprocessSpec, available_cores, cached_preprocess, tune_allocator
 

@@ -32,13 +32,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from harness.fileio import atomic_write_json  # noqa: E402
+from core.fileio import atomic_write_json  # noqa: E402
+from core.stats import summarize  # noqa: E402
 from harness.results import now  # noqa: E402
-from harness.runner import timed_loop  # noqa: E402
-from harness.stats import summarize  # noqa: E402
-from harness.sysinfo import system_info  # noqa: E402
+from harness.runner import load_request, timed_loop  # noqa: E402
+from system.info import system_info  # noqa: E402
 from targets import get_target  # noqa: E402
-from targets.base import LoadRequest  # noqa: E402
 from targets.pytorch.convert import convert_onnx, move  # noqa: E402
 from workloads import get_workload  # noqa: E402
 from workloads.model_store import resolve_model  # noqa: E402
@@ -146,9 +145,8 @@ def bench_one(torch: Any, workload_name: str, batch: int, mode_name: str, iterat
     workload = get_workload(workload_name)
     model = resolve_model(workload, str(model_dir / (workload_name + ".onnx")) if model_dir else None)
     shape = [batch, 3, workload.input_hw[0], workload.input_hw[1]]
-    session = get_target("pytorch").load(LoadRequest(
-        model_path=model.path, workload=workload_name, hardware=hardware, precision=precision, batch=batch,
-        concurrency=1, options={"exec_mode": exec_mode, "channels_last": channels_last}))
+    session = get_target("pytorch").load(load_request(workload, model, hardware, precision, batch,
+                                                      options={"exec_mode": exec_mode, "channels_last": channels_last}))
     staged = session.stage(workload.make_inputs(session.input_specs(), batch))
     hand = hand_written(torch, model.path, session.input_specs()[0].name, shape, precision, channels_last,
                         graph=exec_mode == "cuda-graph", device="cuda" if hardware == "gpu" else "cpu")

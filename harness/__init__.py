@@ -1,3 +1,2 @@
-"""MLMark harness: configuration, run loop, statistics, scoring and reporting."""
-
-__version__ = "0.1.0"
+"""MLMark harness, the top layer: configuration, the run loop and its rules, results, reports, compare
+and the command line. It drives workloads and targets; nothing below imports it."""

@@ -8,27 +8,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import traceback
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
-from harness import __version__
+from core import __version__
+from core.console import guarded, setup_logging
+from core.paths import results_dir
 from harness.config import expand_config_args, load_configs
-from harness.errors import MLMarkError
 
 log = logging.getLogger("mlmark")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EXIT_INTERRUPTED = 130
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+PROG = "mlmark"
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -36,7 +26,7 @@ def _run_parser() -> argparse.ArgumentParser:
                                      "table. Subcommands: run (default), selftest, compare.")
     parser.add_argument("-c", "--config", nargs="+", required=True, metavar="CONFIG",
                         help="config files (JSON lists of tasks); shell globs accepted")
-    parser.add_argument("-r", "--results-dir", type=Path, default=REPO_ROOT / "Results",
+    parser.add_argument("-r", "--results-dir", type=Path, default=results_dir(),
                         help="where result JSON/CSV files go (default: Results/)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging and tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and the score table only")
@@ -52,16 +42,16 @@ def _run_parser() -> argparse.ArgumentParser:
 def cmd_run(argv: Sequence[str]) -> int:
     """Validate every task, run them one by one, write results after each, print the score table."""
     args = _run_parser().parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
-    return _guard(args.verbose, lambda: _run(args))
+    setup_logging(args.verbose, args.quiet)
+    return guarded(PROG, args.verbose, lambda: _run(args),
+                   interrupted="interrupted; finished tasks are kept in the results file")
 
 
 def _run(args: argparse.Namespace) -> int:
     from harness import results as res
     from harness.report import format_table
-    from harness.runner import prepare
-    from harness.runner import run_tasks
-    from harness.sysinfo import system_info
+    from harness.runner import prepare, run_tasks
+    from system.info import system_info
 
     paths = expand_config_args(args.config)
     tasks = load_configs(paths)
@@ -87,17 +77,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(verbose: int, fn) -> int:  # type: ignore[no-untyped-def]
-    try:
-        return fn()
-    except MLMarkError as exc:
-        if verbose:
-            traceback.print_exc()
-        print("mlmark: error: {}".format(exc), file=sys.stderr)
-        return exc.exit_status
-    except KeyboardInterrupt:
-        print("mlmark: interrupted; finished tasks are kept in the results file", file=sys.stderr)
-        return EXIT_INTERRUPTED
+def _subcommand(argv: Sequence[str], fn: Callable[[Sequence[str]], int]) -> int:
+    verbose = 1 if "-v" in argv else 0
+    setup_logging(verbose)
+    return guarded(PROG, verbose, lambda: fn(argv))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -108,13 +91,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] == "compare":
         from harness.compare import run_compare
 
-        _setup_logging(1 if "-v" in argv else 0, False)
-        return _guard(1 if "-v" in argv else 0, lambda: run_compare(argv[1:]))
+        return _subcommand(argv[1:], run_compare)
     if argv and argv[0] == "selftest":
         from targets.native.selftest import run_selftest
 
-        _setup_logging(1 if "-v" in argv else 0, False)
-        return _guard(1 if "-v" in argv else 0, lambda: run_selftest(argv[1:]))
+        return _subcommand(argv[1:], run_selftest)
     return cmd_run(argv)
 
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from harness.errors import ConfigError, MLMarkError
-from harness.fileio import atomic_write_text
+from core.errors import ConfigError, MLMarkError
+from core.fileio import atomic_write_text
+from harness.measures import MEASURES, Measure, shown
 from harness.report import INVALID_MARK, SYNTHETIC_MARK, sig3
 from harness.results import RunRecord, TaskResult, load
 
@@ -46,8 +47,7 @@ class Row:
     concurrency: int
     mode: str
     fps: float
-    p50_ms: Optional[float]
-    p95_ms: Optional[float]
+    values: Dict[str, Optional[float]]  # every measure of harness/measures.py, by key
     valid: bool
     synthetic: bool
     speedup: Optional[float] = None
@@ -115,13 +115,13 @@ def build_rows(records: Sequence[Tuple[Path, RunRecord]]) -> Tuple[List[Row], Li
             if task.metric not in ("throughput", "latency") or not fps or not math.isfinite(fps):
                 skipped += 1
                 continue
-            p, lat = task.params, task.latency_ms or {}
+            p = task.params
             rows.append(Row(number=0, file=path.name, device=device_name(task, record.system or {}),
                             target=task.target, exec_mode=str((task.target_info or {}).get("exec_mode", "")),
                             workload=task.workload, hardware=str(p.get("hardware", "")),
                             precision=str(p.get("precision", "")), batch=int(p.get("batch", 1)),
                             concurrency=int(p.get("concurrency", 1)), mode=str(p.get("mode", task.metric)),
-                            fps=float(fps), p50_ms=lat.get("median_ms"), p95_ms=lat.get("p95_ms"),
+                            fps=float(fps), values={m.key: m.value(task) for m in MEASURES},
                             valid=task.valid, synthetic=task.synthetic))
     order: Dict[str, int] = {}
     for r in rows:
@@ -207,24 +207,25 @@ def compare(paths: Sequence[Path], baseline: Optional[str] = None, images: int =
 
 # -- output -----------------------------------------------------------------------------------------
 
-def _columns(images: int) -> Tuple[str, ...]:
-    return ("#", "Device", "Target", "Exec", "Workload", "Prec", "Batch", "Conc.", "Mode", "fps", "p95 ms",
-            "{} img (s)".format(images), "Speed-up")
+def _measures(rows: Sequence[Row], where: str) -> Tuple[Measure, ...]:
+    return shown(where, lambda m: any(r.values.get(m.key) is not None for r in rows))
 
 
 def format_comparison(c: Comparison) -> str:
     """The speed-up table as text, with footnotes."""
-    columns = _columns(c.images)
+    measures = _measures(c.rows, "compare_table")
+    columns = (("#", "Device", "Target", "Exec", "Workload", "Prec", "Batch", "Conc.", "Mode")
+               + tuple(m.header for m in measures) + ("{} img (s)".format(c.images), "Speed-up"))
     table = []
     for r in c.rows:
         marks = (SYNTHETIC_MARK if r.synthetic else "") + ("" if r.valid else INVALID_MARK)
         speed = sig3(r.speedup) + "x" if r.speedup is not None else "n/a"
+        values = [sig3(r.values.get(m.key)) + (marks if m.key == "throughput_fps" else "") for m in measures]
         table.append([str(r.number), r.device, r.target, r.exec_mode or "-", r.workload, r.precision, str(r.batch),
-                      str(r.concurrency), r.mode, sig3(r.fps) + marks,
-                      sig3(r.p95_ms) if r.p95_ms is not None else "n/a", sig3(c.images / r.fps),
-                      speed + (" (baseline)" if r.is_baseline else "")])
+                      str(r.concurrency), r.mode] + values + [sig3(c.images / r.fps),
+                                                              speed + (" (baseline)" if r.is_baseline else "")])
     widths = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(columns)]
-    right = {"#", "Batch", "Conc.", "fps", "p95 ms", "{} img (s)".format(c.images)}
+    right = {"#", "Batch", "Conc.", "{} img (s)".format(c.images)} | {m.header for m in measures}
 
     def fmt(cells: Sequence[str]) -> str:
         return "  ".join(cell.rjust(w) if columns[i] in right else cell.ljust(w)
@@ -243,19 +244,20 @@ def format_comparison(c: Comparison) -> str:
 
 
 CSV_COLUMNS = ("row", "file", "device", "target", "exec_mode", "workload", "hardware", "precision", "batch",
-               "concurrency", "mode", "fps", "p50_ms", "p95_ms", "time_for_images_s", "images", "speedup",
-               "baseline", "valid", "synthetic")
+               "concurrency", "mode")
+CSV_TAIL = ("time_for_images_s", "images", "speedup", "baseline", "valid", "synthetic")
 
 
 def comparison_csv(c: Comparison) -> str:
-    """One CSV row per table row, full precision."""
+    """One CSV row per table row, full precision: the row, every measure (harness/measures.py), the speed-up."""
+    measures = _measures(c.rows, "csv")
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(CSV_COLUMNS + tuple(m.key for m in measures) + CSV_TAIL)
     for r in c.rows:
         writer.writerow([r.number, r.file, r.device, r.target, r.exec_mode, r.workload, r.hardware, r.precision,
-                         r.batch, r.concurrency, r.mode, r.fps, r.p50_ms, r.p95_ms, c.images / r.fps, c.images,
-                         r.speedup, r.is_baseline, r.valid, r.synthetic])
+                         r.batch, r.concurrency, r.mode] + [r.values.get(m.key) for m in measures]
+                        + [c.images / r.fps, c.images, r.speedup, r.is_baseline, r.valid, r.synthetic])
     return buf.getvalue()
 
 

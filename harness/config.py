@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from harness.errors import ConfigError
+from core.errors import ConfigError
 
 log = logging.getLogger("mlmark.config")
 
@@ -149,7 +149,7 @@ def parse_task(raw: Any, source: str, index: int, base_dir: Path = Path(".")) ->
     if parsed.images_per_class is not None:
         from workloads import get_workload
 
-        if get_workload(workload).kind != "classification":
+        if not get_workload(workload).per_class_subsets:
             raise ConfigError("{}: params.images_per_class applies to the ImageNet workloads only "
                               "(mobilenet, resnet50); use params.max_images".format(source))
     return Task(target=target, workload=workload, params=parsed, source=source, index=index)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
+from harness.measures import Measure, shown
 from harness.results import TaskResult
 
 COLUMNS = ("Target", "Workload", "H/W", "Prec", "Batch", "Conc.", "Metric", "Score", "Units")
@@ -25,30 +26,38 @@ def sig3(value: float) -> str:
     return "{:.{}f}".format(rounded, max(digits, 0))
 
 
+def _measures(results: Sequence[TaskResult]) -> Tuple[Measure, ...]:
+    return shown("score_table", lambda m: any(m.value(r) is not None for r in results))
+
+
 def score_rows(results: Sequence[TaskResult]) -> List[List[str]]:
     """Rows of the score table; a result with several metrics (Top-1 and Top-5) gives several rows."""
+    measures = _measures(results)
     rows = []
     for r in results:
         p = r.params
         marks = (SYNTHETIC_MARK if r.synthetic else "") + ("" if r.valid else INVALID_MARK)
         metrics = [(r.metric, r.score)] + sorted(r.extra_scores.items())
-        for metric, score in metrics:
+        for n, (metric, score) in enumerate(metrics):
+            extra = [sig3(m.value(r)) if n == 0 else "" for m in measures]
             rows.append([r.target, r.workload, p.get("hardware", ""), p.get("precision", ""), str(p.get("batch", "")),
-                         str(p.get("concurrency", "")), metric, sig3(score) + marks, r.units])
+                         str(p.get("concurrency", "")), metric, sig3(score) + marks, r.units] + extra)
     return rows
 
 
 def format_table(results: Sequence[TaskResult]) -> str:
     """The score table with its footnotes."""
     rows = score_rows(results)
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(COLUMNS)]
-    right = {"Batch", "Conc.", "Score"}
+    measures = _measures(results)
+    columns = COLUMNS + tuple(m.header for m in measures)
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    right = {"Batch", "Conc.", "Score"} | {m.header for m in measures}
 
     def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if COLUMNS[i] in right else c.ljust(w)
+        return "  ".join(c.rjust(w) if columns[i] in right else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    lines = [fmt(COLUMNS), "  ".join("-" * w for w in widths)]
+    lines = [fmt(columns), "  ".join("-" * w for w in widths)]
     lines += [fmt(r) for r in rows]
     notes = []
     if any(r.synthetic for r in results):

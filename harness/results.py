@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from harness import __version__
-from harness.fileio import atomic_write_json, atomic_write_text
+from core import __version__
+from core.fileio import atomic_write_json, atomic_write_text
+from harness.measures import shown
 
 SCHEMA = "mlmark-result/1"
 
@@ -82,21 +83,23 @@ def result_path(results_dir: Path) -> Path:
 
 
 CSV_COLUMNS = ("target", "workload", "hardware", "precision", "batch", "concurrency", "mode", "metric", "score",
-               "units", "valid", "weights", "model_sha256", "throughput_fps", "p95_ms", "median_ms", "iterations",
-               "source")
+               "units", "valid", "weights", "model_sha256")
+CSV_TAIL = ("extra_scores", "iterations", "source")
 
 
 def to_csv(record: RunRecord) -> str:
-    """One row per task."""
+    """One row per task: the task, its score, then every measure (harness/measures.py) and extra score."""
+    measures = shown("csv", lambda m: any(m.value(t) is not None for t in record.tasks))
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(CSV_COLUMNS + tuple(m.key for m in measures) + CSV_TAIL)
     for t in record.tasks:
-        lat = t.latency_ms or {}
-        writer.writerow([t.target, t.workload, t.params.get("hardware"), t.params.get("precision"),
-                         t.params.get("batch"), t.params.get("concurrency"), t.params.get("mode"), t.metric,
-                         t.score, t.units, t.valid, t.model.get("weights"), t.model.get("sha256"),
-                         t.throughput_fps, lat.get("p95_ms"), lat.get("median_ms"), t.iterations, t.source])
+        p = t.params
+        extra = ";".join("{}={}".format(k, v) for k, v in sorted(t.extra_scores.items()))
+        writer.writerow([t.target, t.workload, p.get("hardware"), p.get("precision"), p.get("batch"),
+                         p.get("concurrency"), p.get("mode"), t.metric, t.score, t.units, t.valid,
+                         t.model.get("weights"), t.model.get("sha256")]
+                        + [m.value(t) for m in measures] + [extra, t.iterations, t.source])
     return buf.getvalue()
 
 

@@ -16,15 +16,15 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from core.errors import DatasetError, MLMarkError, ModelError, RunError, TargetUnavailable, UnsupportedTask
+from core.stats import LatencyStats, summarize
 from harness.config import MIN_VALID_ITERATIONS, Task
-from harness.errors import DatasetError, MLMarkError, ModelError, RunError, TargetUnavailable, UnsupportedTask
 from harness.report import sig3
-from harness.stats import LatencyStats, summarize
+from precision.table import stale_table_warning
 from targets import get_target
 from targets.base import LoadRequest, Session, Target
 from workloads import get_workload
 from workloads.base import Workload
-from workloads.int8.table import stale_table_warning
 from workloads.model_store import ModelFile, resolve_model
 
 log = logging.getLogger("mlmark.run")
@@ -143,14 +143,22 @@ def load(pt: PreparedTask) -> Session:
     """Have the task's target load its model."""
     p = pt.task.params
     log.info("%s: loading %s on %s", pt.task.source, pt.model.path.name, pt.task.target)
-    return pt.target.load(LoadRequest(model_path=pt.model.path, workload=pt.workload.name, hardware=p.hardware,
-                                      precision=p.precision, batch=p.batch, concurrency=p.concurrency,
-                                      options=dict(p.options)))
+    return pt.target.load(load_request(pt.workload, pt.model, p.hardware, p.precision, p.batch, p.concurrency,
+                                       p.options))
+
+
+def load_request(workload: Workload, model: ModelFile, hardware: str, precision: str, batch: int,
+                 concurrency: int = 1, options: Optional[Mapping[str, Any]] = None) -> LoadRequest:
+    """What a target needs to load `model` of `workload` (the one way benchmarks and the harness build it)."""
+    return LoadRequest(model_path=model.path, workload=workload.name, hardware=hardware, precision=precision,
+                       batch=batch, concurrency=concurrency, options=dict(options or {}),
+                       input_shapes=workload.input_shapes(model.inputs, batch),
+                       host_postprocess=workload.has_postprocess)
 
 
 def host_postprocess(pt: PreparedTask, session: Session) -> Optional[Callable[[Sequence[np.ndarray]], Any]]:
-    """The post-processing that belongs in the timed region, unless the target does it itself."""
-    if pt.workload.kind != "detection" or session.postprocess_on_target:
+    """The post-processing that belongs in the timed region (SSD box decoding and NMS), if the workload has one."""
+    if not pt.workload.has_postprocess:
         return None
     names, to_host = session.output_names(), session.to_host
     return lambda outputs: pt.workload.postprocess(to_host(outputs), names)
@@ -311,7 +319,7 @@ def _target_errors(pt: PreparedTask, doing: str) -> Iterator[None]:
 def run_tasks(prepared: Sequence[PreparedTask], record: Any, out: Any) -> None:
     """Run each task and rewrite the results file after each one, so a later failure loses nothing."""
     from harness import results as res
-    from harness.scoring import performance_result
+    from harness.performance import performance_result
 
     for pt in prepared:
         task, p = pt.task, pt.task.params
@@ -320,8 +328,7 @@ def run_tasks(prepared: Sequence[PreparedTask], record: Any, out: Any) -> None:
         with _target_errors(pt, "loading the model"):
             session = load(pt)
         with session, _target_errors(pt, "running"):
-            post = "host (harness, numpy)" if pt.workload.kind == "detection" else None
-            post = session.postprocess_on_target or post
+            post = "host (harness, numpy)" if pt.workload.has_postprocess else None
             base = dict(source=task.source, target=task.target, workload=task.workload, params=p.to_dict(),
                         model=pt.model.to_dict(), target_info=dict(session.info), versions=pt.target.versions(),
                         postprocess=post, started=started)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Dict, List
 
-from harness.errors import ConfigError
+from core.errors import ConfigError
 from targets.base import Target
 
 # name -> "module:class"; modules are imported only when the target is used, so a missing

@@ -9,18 +9,12 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape (None or a string for a symbolic dimension) and numpy dtype of a model input."""
-
-    name: str
-    shape: Tuple[Any, ...]
-    dtype: str
+from core.specs import TensorSpec
+from targets.options import TargetOptions
 
 
 @dataclass(frozen=True)
@@ -58,12 +52,17 @@ class LoadRequest:
     """Everything a target needs to prepare a model for timed runs."""
 
     model_path: Path
-    workload: str
+    workload: str  # its name: part of engine cache keys and calibration table names
     hardware: str
     precision: str
     batch: int
     concurrency: int
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: each input's shape at this batch, symbolic dimensions filled as the workload fills them
+    input_shapes: Mapping[str, Tuple[int, ...]] = field(default_factory=dict)
+    #: the harness post-processes every output inside the timed region (SSD box decoding and NMS), so
+    #: the target's own timed loop cannot be used
+    host_postprocess: bool = False
 
 
 @dataclass
@@ -81,8 +80,6 @@ class Session(abc.ABC):
 
     #: as-run details the result records (threads per session, providers, execution mode, ...)
     info: Dict[str, Any]
-    #: where SSD box decoding and NMS run when the target does them itself; None = the harness does
-    postprocess_on_target: Optional[str] = None
     #: True when timed_run() is implemented: the target's own library runs the timed loop
     has_timed_run: bool = False
 
@@ -133,8 +130,13 @@ class Target(abc.ABC):
     name: str = ""
     #: what to install when the target's package is missing
     install_hint: str = ""
-    #: target-specific params a task may set, besides the common ones
-    option_names: Tuple[str, ...] = ()
+    #: the task params this target takes besides the common ones, with their defaults and checks
+    Options: Type[TargetOptions] = TargetOptions
+
+    @property
+    def option_names(self) -> Tuple[str, ...]:
+        """Target-specific params a task may set, besides the common ones."""
+        return self.Options.names()
 
     @abc.abstractmethod
     def check_installed(self) -> None:
@@ -146,6 +148,7 @@ class Target(abc.ABC):
 
     def validate_options(self, options: Mapping[str, Any], source: str) -> None:
         """Raise ConfigError for a bad target-specific option value."""
+        self.Options.parse(options, source)
 
     def unsupported_hint(self, hardware: str) -> str:
         """Extra advice appended when a task's hardware or precision is refused."""

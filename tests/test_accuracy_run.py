@@ -9,11 +9,12 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pytest
 
+from core.errors import ModelError
+from core.fileio import sha256_file
+from core.specs import TensorSpec
 from harness import results as res
 from harness.config import Params, Task
-from harness.errors import ModelError
-from harness.fileio import sha256_file
-from targets.base import Session, TensorSpec
+from targets.base import Session
 from tests.conftest import REPO, run_cli
 from tests.test_datasets import make_coco, make_imagenet, val_name, write_jpeg
 from workloads import get_workload

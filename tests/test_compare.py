@@ -10,10 +10,10 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+from core.errors import ConfigError
 from harness import results as res
 from harness.cli import main
 from harness.compare import compare, comparison_csv, format_comparison, run_compare
-from harness.errors import ConfigError
 from tests.conftest import run_cli, write_tiny_classifier
 
 H100 = {"host": "gpu-box", "cpu": "Some Xeon", "gpus": [{"name": "NVIDIA H100 80GB HBM3", "driver": "580",

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from core.errors import ConfigError
 from harness.config import MAX_BATCH, MAX_CONCURRENCY, MAX_ITERATIONS, expand_config_args, load_configs
-from harness.errors import ConfigError
 from tests.conftest import write_tiny_classifier
 
 

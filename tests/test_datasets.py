@@ -12,10 +12,11 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import pytest
 
-from harness.errors import DatasetError
-from harness.fileio import sha256_file
-from workloads import get_workload
+from core.errors import DatasetError
+from core.fileio import sha256_file
+from core.paths import REPO_ROOT
 from workloads import datasets as ds
+from workloads import get_workload
 from workloads.datasets import coco, imagenet
 
 # ---------------------------------------------------------------- builders
@@ -296,7 +297,7 @@ def test_datasets_root_from_env(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv("MLMARK_DATASETS", str(tmp_path / "elsewhere"))
     assert ds.datasets_root() == tmp_path / "elsewhere" and ds.cache_dir() == tmp_path / "elsewhere" / ".cache"
     monkeypatch.delenv("MLMARK_DATASETS")
-    assert ds.datasets_root() == ds.REPO_ROOT / "datasets"
+    assert ds.datasets_root() == REPO_ROOT / "datasets"
 
 
 # ---------------------------------------------------------------- COCO

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
+import tqdm
 
-from harness.errors import ModelError
+from core.errors import ModelError
+from core.paths import models_dir
 from workloads import WORKLOADS, pretrained
-from workloads.pretrained import ManifestEntry, download, install, installed, models_dir
+from workloads.pretrained import ManifestEntry, download, install, installed
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "utility" / "get_models.py"
@@ -215,10 +217,10 @@ def test_interrupt_mid_download_leaves_nothing(server: Any, models_dir: Path, mo
     data = payload(3_000_000, seed=7)
     server.files["m.onnx"] = data
 
-    def interrupt(self: Any, size: int) -> None:
+    def interrupt(self: Any, n: int = 1) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pretrained._Meter, "update", interrupt)
+    monkeypatch.setattr(tqdm.tqdm, "update", interrupt)
     with pytest.raises(KeyboardInterrupt):
         download(entry_for(server.url + "/files/m.onnx", data), models_dir / "mobilenet", progress=True)
     assert_untouched(models_dir, "mobilenet")

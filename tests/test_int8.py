@@ -20,15 +20,15 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from core.errors import DatasetError, ModelError  # noqa: E402
+from core.fileio import sha256_file  # noqa: E402
 from harness import results as res  # noqa: E402
-from harness.errors import DatasetError, ModelError  # noqa: E402
-from harness.fileio import sha256_file  # noqa: E402
+from precision import qdq as qdqmod  # noqa: E402
+from precision.table import activation_tensors, check_table_for_model, read_sidecar, read_table  # noqa: E402
 from tests.conftest import REPO, run_cli, write_tiny_classifier  # noqa: E402
 from tests.test_datasets import make_imagenet, write_jpeg  # noqa: E402
 from workloads import get_workload  # noqa: E402
-from workloads.int8 import qdq as qdqmod  # noqa: E402
-from workloads.int8.calibrate import CalibrationResult, calibrate, cosine, load_images  # noqa: E402
-from workloads.int8.table import activation_tensors, check_table_for_model, read_sidecar, read_table  # noqa: E402
+from workloads.calibrate import CalibrationResult, calibrate, cosine, load_images  # noqa: E402
 
 N_IMAGES = 8
 
@@ -318,7 +318,7 @@ def test_dataset_images_in_the_harness_order(tmp_path: Path, monkeypatch: Any) -
 
 
 def test_pooled_threshold_search_equals_the_calibrators_own(calibrated: Dict[str, Calibrated], monkeypatch: Any) -> None:
-    from workloads.int8 import calibrate as cal
+    from workloads import calibrate as cal
 
     c = calibrated["mobilenet"]
     imgs = load_images(c.workload, c.images, 4)

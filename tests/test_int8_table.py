@@ -10,11 +10,11 @@ from typing import Any, Dict
 import numpy as np
 import pytest
 
-from harness.errors import ModelError
-from harness.fileio import sha256_file
+from core.errors import ModelError
+from core.fileio import sha256_file
+from precision import table as tb
+from precision.table import CalibrationTable, parse_table, read_table, write_table
 from tests.conftest import write_tiny_classifier
-from workloads.int8 import table as tb
-from workloads.int8.table import CalibrationTable, parse_table, read_table, write_table
 
 # Names as TensorRT and exporters spell them: spaces, brackets, slashes and colons (TensorFlow's "x:0").
 AWKWARD = ["input", "(Unnamed Layer* 222) [Shuffle]_output", "MobilenetV1/Conv2d_0/Relu6", "import/x:0", "a b: c"]

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, NamedTuple
 import numpy as np
 import pytest
 
-from harness.errors import ConfigError, ModelError, TargetUnavailable, UnsupportedTask
+from core.errors import ConfigError, ModelError, TargetUnavailable, UnsupportedTask
 from targets.native import library as native
 from targets.native import selftest
 from targets.native import tensorrt as trt
@@ -423,7 +423,7 @@ def test_ctypes_fields_are_the_headers_in_order() -> None:
 
 _PROBE = """
 import sys
-from harness.errors import MLMarkError
+from core.errors import MLMarkError
 from targets.native import LoopSettings, SpinWorkload, load_library, run_loop
 try:
     lib = load_library()

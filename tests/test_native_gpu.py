@@ -12,8 +12,8 @@ from typing import Any, Dict, Tuple
 import numpy as np
 import pytest
 
-from harness.errors import TargetUnavailable, UnsupportedTask
-from harness.stats import summarize
+from core.errors import TargetUnavailable, UnsupportedTask
+from core.stats import summarize
 from targets.native.library import DeviceInfo, NativeLibrary, load_library
 from targets.native.loop import LoopResult, LoopSettings, NativeLoop, SpinWorkload, run_loop
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -12,12 +11,11 @@ from typing import Any, List, Tuple
 import numpy as np
 import pytest
 
-from harness.errors import DatasetError, ModelError
+from core.errors import DatasetError, ModelError
 from tests.test_datasets import write_jpeg
 from workloads import get_workload
 from workloads import preprocess as pre
 from workloads.preprocess import PreprocessSpec, cached_preprocess, input_format
-from workloads.progress import Progress, format_eta
 
 MOBILENET = get_workload("mobilenet").preprocess
 RESNET = get_workload("resnet50").preprocess
@@ -286,24 +284,6 @@ def test_process_pool_gives_the_same_pixels(tmp_path: Path) -> None:
     assert serial.failures == pooled.failures and [i for i, _ in pooled.failures] == [7]
     batch = pre.preprocess_files(paths[:3], MOBILENET, workers=2)
     np.testing.assert_array_equal(batch, MOBILENET.normalize(np.asarray(serial.pixels[:3])))
-
-
-# ---------------------------------------------------------------- progress
-
-
-def test_progress_quiet_off_a_terminal_and_drawn_on_one() -> None:
-    quiet = io.StringIO()
-    with Progress("x", 10, stream=quiet) as bar:  # StringIO is not a TTY
-        bar.update(10)
-    assert quiet.getvalue() == ""
-    shown = io.StringIO()
-    with Progress("accuracy", 4, stream=shown, enabled=True, interval=0.0) as bar:
-        for _ in range(4):
-            bar.update(1)
-    text = shown.getvalue()
-    assert text.startswith("\raccuracy [") and "4/4 100%" in text and "images/s ETA 0:00:00" in text
-    assert text.endswith("\n")
-    assert format_eta(3725) == "1:02:05" and format_eta(float("nan")) == "--:--"
 
 
 def test_unwritable_cache_folder_is_one_line(tmp_path: Path) -> None:

@@ -13,14 +13,17 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pytest
 
+from core.errors import ConfigError, TargetUnavailable, UnsupportedTask
+from core.specs import onnx_io
 from harness.config import load_configs
-from harness.errors import ConfigError, TargetUnavailable, UnsupportedTask
 from targets import get_target
 from targets.base import LoadRequest
 from tests.conftest import run_cli, write_tiny_classifier
+from workloads import get_workload
 
 try:
     import torch
+
     from targets.pytorch.convert import import_onnx2torch
 
     import_onnx2torch()  # onnx2torch, standing in for torchvision where that does not load
@@ -44,9 +47,10 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 def load(path: Path, hardware: str = "cpu", precision: str = "fp32", batch: int = 1, concurrency: int = 1,
          workload: str = "mobilenet", **options: Any) -> Any:
+    shapes = get_workload(workload).input_shapes(onnx_io(path)[0], batch)
     return get_target("pytorch").load(LoadRequest(model_path=path, workload=workload, hardware=hardware,
                                                   precision=precision, batch=batch, concurrency=concurrency,
-                                                  options=options))
+                                                  options=options, input_shapes=shapes))
 
 
 def shape_chain_model(path: Path) -> Path:

@@ -8,9 +8,9 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
-from harness.errors import DatasetError, ModelError
+from core.errors import DatasetError, ModelError
 from tests.test_datasets import COCO_CATEGORIES, coco_annotation
-from workloads.scoring import TopK, coco_map, label_offset, model_to_coco_ids, topk_classes
+from workloads.metrics import TopK, coco_map, label_offset, model_to_coco_ids, topk_classes
 
 # ---------------------------------------------------------------- Top-k
 

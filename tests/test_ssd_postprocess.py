@@ -9,12 +9,20 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import pytest
 
-from harness.errors import ModelError
+from core.errors import ModelError
 from workloads.ssd import anchors as anchors_mod
 from workloads.ssd import postprocess as pp
 from workloads.ssd.anchors import NUM_ANCHORS, ssd_anchors
-from workloads.ssd.postprocess import (EXPORTED_GRAPH_SCORE_THRESHOLD, SCORE_THRESHOLD, Detections, decode_boxes,
-                                       multiclass_nms, non_max_suppression, postprocess, to_coco_detections)
+from workloads.ssd.postprocess import (
+    EXPORTED_GRAPH_SCORE_THRESHOLD,
+    SCORE_THRESHOLD,
+    Detections,
+    decode_boxes,
+    multiclass_nms,
+    non_max_suppression,
+    postprocess,
+    to_coco_detections,
+)
 
 # ---------------------------------------------------------------- brute-force reference (pure Python)
 

@@ -21,8 +21,8 @@ from typing import Any, List
 
 import pytest
 
-from harness.errors import ModelError, RunError, TargetUnavailable
-from harness.fileio import sha256_file
+from core.errors import ModelError, RunError, TargetUnavailable
+from core.fileio import sha256_file
 from targets.tensorrt import build_worker
 from targets.tensorrt.build_worker import BuildRequest, build_in_child, run_build_process
 from targets.tensorrt.engine_cache import SCHEMA, BuildOutcome, EngineCache, EngineKey, stale_reason
@@ -358,25 +358,6 @@ def test_child_log_lines_are_relogged_under_their_logger(tmp_path: Path, caplog:
         got = run_build_process([sys.executable, "-c", child, str(report)], report, "label", 512, 8)
     assert got["ok"] and got["engine_bytes"] == 3
     assert ("mlmark.native", 30, "builder: layer 12 of 80") in caplog.record_tuples
-
-
-def test_elapsed_line_is_drawn_on_a_terminal_only() -> None:
-    import io
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    quiet = io.StringIO()
-    e = build_worker._Elapsed("building", quiet)
-    e.draw()
-    assert quiet.getvalue() == ""
-    tty = Terminal()
-    e = build_worker._Elapsed("building", tty)
-    e.draw()
-    with e.lock:
-        e.clear()
-    assert tty.getvalue().startswith("\rbuilding: 0:00 elapsed") and tty.getvalue().endswith("\r")
 
 
 def test_build_worker_reports_a_missing_library_as_target_unavailable(tmp_path: Path) -> None:

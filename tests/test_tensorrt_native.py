@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import pytest
 
-from harness.errors import ConfigError, ModelError, RunError, TargetUnavailable, UnsupportedTask
+from core.errors import ConfigError, ModelError, RunError, TargetUnavailable, UnsupportedTask
 from targets.native import library as native
 from targets.native import tensorrt as trt
 from targets.native.loop import BindingInfo, EngineWorkload, NativeLoop

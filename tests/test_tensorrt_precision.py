@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from harness.errors import RunError
+from core.errors import RunError
 from targets.tensorrt import precision_check as pc
 
 FORMAT = {"fp32": "Row major linear FP32", "fp16": "Channel major FP16 format where channel % 8 == 0",

@@ -18,15 +18,16 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
+from core.errors import ConfigError
+from core.fileio import sha256_file
+from core.specs import TensorSpec
 from harness.config import Params, Task, load_configs, parse_task
-from harness.errors import ConfigError
-from harness.fileio import sha256_file
 from harness.runner import PreparedTask, measure, native_warmup, run_tasks
 from targets import get_target, target_names
-from targets.base import NativeTiming, Session, TensorSpec
+from targets.base import NativeTiming, Session
 from targets.native import library as native
 from targets.tensorrt.engine_cache import EngineKey
-from targets.tensorrt.target import OPTION_DEFAULTS, ParsedModel, TensorRTTarget
+from targets.tensorrt.target import ParsedModel, TensorRTOptions, TensorRTTarget
 from tests.conftest import REPO, run_cli
 
 NANO_CONFIG = REPO / "config" / "trt-nano-mobilenet-fp16.json"
@@ -41,7 +42,7 @@ def test_registered_and_importable_without_tensorrt() -> None:
     assert isinstance(target, TensorRTTarget)
     assert set(target.option_names) == {"cuda_graph", "launch_gate", "sync", "transfers", "memory",
                                         "force_zero_copy", "workspace_mb", "precision_retries", "rebuild"}
-    assert OPTION_DEFAULTS["transfers"] is True and OPTION_DEFAULTS["precision_retries"] == 2
+    assert TensorRTOptions().transfers is True and TensorRTOptions().precision_retries == 2
 
 
 def test_valid_options_pass() -> None:
@@ -312,7 +313,7 @@ def _request(model: Path, precision: str = "int8") -> Any:
 
 
 def test_int8_needs_a_table_for_this_model_or_its_qdq_model(tmp_path: Path) -> None:
-    from harness.errors import ModelError
+    from core.errors import ModelError
     from tests.conftest import write_tiny_classifier
 
     model = write_tiny_classifier(tmp_path / "tiny.onnx")
@@ -332,7 +333,7 @@ def test_int8_needs_a_table_for_this_model_or_its_qdq_model(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_build_child_refuses_in_one_line_with_a_library_without_tensorrt(tmp_path: Path,
                                                                         library_without_tensorrt: Path) -> None:
-    from harness.errors import TargetUnavailable
+    from core.errors import TargetUnavailable
     from targets.tensorrt.build_worker import BuildRequest, build_in_child
     from tests.conftest import write_tiny_classifier
 

@@ -20,23 +20,19 @@ and exit status 2 (-v adds the traceback). Every file is written atomically.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import traceback
 from typing import List, Optional
 
 if __name__ == "__main__":
     # Run as a script, Python puts utility/ first on sys.path; the project's packages live one up.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from harness.cli import EXIT_INTERRUPTED  # noqa: E402
-from harness.errors import MLMarkError  # noqa: E402
+from core.console import EXIT_ERROR, guarded, setup_logging  # noqa: E402
 from workloads import workload_names  # noqa: E402
-from workloads.int8.calibrate import DEFAULT_COUNT, DEFAULT_METHOD, METHODS  # noqa: E402
+from workloads.calibrate import DEFAULT_COUNT, DEFAULT_METHOD, METHODS  # noqa: E402
 
 PROG = "calibrate"
-EXIT_ERROR = MLMarkError.exit_status
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,27 +56,18 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    setup_logging(args.verbose)
     if args.count < 1:
         print("{}: error: --count must be at least 1, got {}".format(PROG, args.count), file=sys.stderr)
         return EXIT_ERROR
-    try:
-        from workloads.int8.calibrate import calibrate
+    return guarded(PROG, args.verbose, lambda: _calibrate(args))
 
-        res = calibrate(args.workload, images=args.images, count=args.count, model=args.model, method=args.method,
-                        table_out=args.table)
-    except MLMarkError as exc:
-        if args.verbose:
-            traceback.print_exc()
-        print("{}: error: {}".format(PROG, exc), file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("{}: interrupted; nothing half-written was left behind".format(PROG), file=sys.stderr)
-        return EXIT_INTERRUPTED
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from workloads.calibrate import calibrate
+
+    res = calibrate(args.workload, images=args.images, count=args.count, model=args.model, method=args.method,
+                    table_out=args.table)
     a, rec = res.agreement, res.record
     print("{}: {} images ({}), {} calibration, {} tensors".format(
         args.workload, rec["images"]["used"], rec["images"].get("dataset") or rec["images"].get("folder"),

@@ -10,22 +10,20 @@ Each model is checked against its published checksum before it is installed; a m
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
-import traceback
 from typing import List, Optional
 
 if __name__ == "__main__":
     # Run as a script, Python puts utility/ first on sys.path; the project's packages live one up.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from harness.cli import EXIT_INTERRUPTED  # noqa: E402
-from harness.errors import MLMarkError  # noqa: E402
+from core.console import EXIT_ERROR, EXIT_INTERRUPTED, guarded  # noqa: E402
 from workloads import pretrained  # noqa: E402
 
 PROG = "get_models"
-EXIT_ERROR = MLMarkError.exit_status
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,16 +54,17 @@ def _list() -> None:
             e.checksum_origin))
 
 
-def _install_one(workload: str, args: argparse.Namespace) -> None:
+def _install_one(workload: str, args: argparse.Namespace) -> int:
     path, existing = pretrained.install(workload, source=args.source, force=args.force, base_url=args.base_url,
                                         sha256=args.sha256, progress=not args.quiet)
     if existing is not None:
         print("{}: already installed at {} (sha256 {}); --force downloads it again".format(
             workload, path, existing["sha256"][:16]))
-        return
+        return 0
     meta = json.loads((path.parent / pretrained.SIDECAR_NAME).read_text(encoding="utf-8"))
     print("{}: installed {} ({:.1f} MB, checked: {})".format(workload, path, meta["size"] / 1e6,
                                                               ", ".join(meta["verified"])))
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -78,17 +77,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("{}: error: --sha256 names one file: give exactly one --workload".format(PROG), file=sys.stderr)
         return EXIT_ERROR
     status = 0
-    for workload in dict.fromkeys(args.workload):  # each once, in the order given
-        try:
-            _install_one(workload, args)
-        except MLMarkError as exc:
-            if args.verbose:
-                traceback.print_exc()
-            print("{}: error: {}".format(PROG, exc), file=sys.stderr)
-            status = EXIT_ERROR
-        except KeyboardInterrupt:
-            print("{}: interrupted; nothing half-written was left behind".format(PROG), file=sys.stderr)
-            return EXIT_INTERRUPTED
+    for workload in dict.fromkeys(args.workload):  # each once, in the order given; an error does not stop the rest
+        rc = guarded(PROG, args.verbose, functools.partial(_install_one, workload, args))
+        if rc == EXIT_INTERRUPTED:
+            return rc
+        status = status or rc
     return status
 
 

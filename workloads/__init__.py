@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from harness.errors import ConfigError
+from core.errors import ConfigError
 from workloads.base import Workload
 from workloads.preprocess import PreprocessSpec
 

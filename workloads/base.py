@@ -1,4 +1,4 @@
-"""A workload owns its model architecture, its input data and its post-processing and scoring."""
+"""A workload owns its model architecture, its input data, its post-processing and its scorer."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.errors import ModelError
-from targets.base import TensorSpec
+from core.errors import ModelError
+from core.specs import TensorSpec
 from workloads.preprocess import PreprocessSpec
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
@@ -46,13 +46,24 @@ class Workload:
         """The architecture as an onnx.ModelProto with deterministic synthetic weights."""
         return self._generator_module().build(seed=seed)
 
+    @property
+    def per_class_subsets(self) -> bool:
+        """True when accuracy subsets can be chosen per class (params.images_per_class): ImageNet."""
+        return self.dataset == "ILSVRC2012"
+
+    def input_shapes(self, specs: Sequence[TensorSpec], batch: int) -> Dict[str, Tuple[int, ...]]:
+        """Each input's shape at `batch`, symbolic dimensions filled with this workload's image size."""
+        return {spec.name: tuple([batch] + [d if isinstance(d, int) else self._fill_dim(spec, i)
+                                            for i, d in enumerate(spec.shape[1:], start=1)])
+                for spec in specs}
+
     def make_inputs(self, specs: Sequence[TensorSpec], batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
         """A deterministic random batch for throughput and latency runs (never zeros: they can run faster)."""
         rng = np.random.default_rng(seed)
         arrays = {}
+        shapes = self.input_shapes(specs, batch)
         for spec in specs:
-            shape = [batch] + [d if isinstance(d, int) else self._fill_dim(spec, i)
-                               for i, d in enumerate(spec.shape[1:], start=1)]
+            shape = shapes[spec.name]
             if np.dtype(spec.dtype).kind == "u":
                 arrays[spec.name] = rng.integers(0, 256, size=shape, dtype=spec.dtype)
             else:
@@ -84,11 +95,25 @@ class Workload:
                                  "the model has {}".format(model, self.name, self.anchors, self.anchors,
                                                            self.num_classes[0], sorted(shapes.items())))
 
+    @property
+    def has_postprocess(self) -> bool:
+        """True when post-processing belongs to the score and to the timed region (SSD: box decoding and NMS)."""
+        return self.kind == "detection"
+
     def postprocess(self, outputs: Sequence[np.ndarray], names: Sequence[str]) -> Optional[List[Any]]:
-        """Host-side post-processing that belongs to the score (SSD: box decoding and NMS)."""
-        if self.kind != "detection":
+        """Host-side post-processing that belongs to the score (SSD: box decoding and NMS); None if none."""
+        if not self.has_postprocess:
             return None
         from workloads.ssd.postprocess import postprocess  # numpy-only, imported when first needed
 
         by_name = dict(zip(names, outputs))
         return postprocess(by_name["boxes"], by_name["scores"])
+
+    def scorer(self, subset: Any, output_names: Sequence[str], outputs: Sequence[TensorSpec]) -> Any:
+        """The accuracy scorer for a model with these outputs on `subset` of this workload's dataset."""
+        from workloads.scorers import CocoScorer, TopKScorer, scores_output_classes
+
+        if self.kind == "classification":
+            return TopKScorer(self.name, self.num_classes, output_names)
+        return CocoScorer(subset.annotations, scores_output_classes(outputs, self.num_classes[0]), output_names,
+                          self.postprocess)

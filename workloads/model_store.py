@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from harness.errors import ModelError
-from harness.fileio import atomic_write_bytes, atomic_write_json, sha256_file
-from targets.base import TensorSpec
+from core.errors import ModelError
+from core.fileio import atomic_write_bytes, atomic_write_json, sha256_file
+from core.paths import models_dir
+from core.specs import TensorSpec, onnx_io
 from workloads.base import Workload
-from workloads.pretrained import models_dir
 
 log = logging.getLogger("mlmark.models")
 
@@ -41,8 +41,7 @@ class ModelFile:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"path": str(self.path), "sha256": self.sha256, "weights": self.weights, "source": self.source,
-                "inputs": [[s.name, list(s.shape), s.dtype] for s in self.inputs],
-                "outputs": [[s.name, list(s.shape), s.dtype] for s in self.outputs]}
+                "inputs": [s.to_list() for s in self.inputs], "outputs": [s.to_list() for s in self.outputs]}
 
 
 def resolve_model(workload: Workload, user_path: Optional[str] = None) -> ModelFile:
@@ -102,21 +101,7 @@ def _describe(path: Path, workload: Workload, source: str, sidecar: Optional[Pat
             raise ModelError("{}: SHA-256 {} does not match the {} recorded at install ({}); "
                              "reinstall it with utility/get_models.py --force".format(
                                  path, digest[:12], side["sha256"][:12], sidecar.name))
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [_spec(v) for v in model.graph.input if v.name not in initializers]
-    outputs = [_spec(v) for v in model.graph.output]
+    inputs, outputs = onnx_io(model)
     workload.check_io(inputs, outputs, str(path))
     return ModelFile(path=path.resolve(), sha256=digest, weights=weights, source=source, inputs=inputs,
                      outputs=outputs)
-
-
-def _spec(value_info: Any) -> TensorSpec:
-    import onnx
-
-    t = value_info.type.tensor_type
-    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
-    try:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
-    except AttributeError:  # onnx < 1.13
-        dtype = onnx.mapping.TENSOR_TYPE_TO_NP_TYPE[t.elem_type]
-    return TensorSpec(name=value_info.name, shape=dims, dtype=str(dtype))

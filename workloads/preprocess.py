@@ -55,8 +55,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.errors import DatasetError, ModelError
-from harness.fileio import atomic_write_json
+from core.errors import DatasetError, ModelError
+from core.fileio import atomic_write_json
+from core.progress import progress
 
 log = logging.getLogger("mlmark.preprocess")
 
@@ -389,9 +390,7 @@ def _build(paths: Sequence[Any], spec: PreprocessSpec, cache_dir: Path, identity
     try:
         npy = tmp / PIXELS_FILE
         np.lib.format.open_memmap(str(npy), mode="w+", dtype=np.uint8, shape=(len(paths), 3, h, w)).flush()
-        from workloads.progress import Progress
-
-        with Progress(label, len(paths)) as bar:
+        with progress(label, len(paths)) as bar:
             status = _run_workers(npy, [str(p) for p in paths], spec, n_workers, bar)
         failures = sorted((i, why) for i, why, _, _ in status if why)
         if len(failures) == len(paths):

@@ -16,24 +16,19 @@ import datetime
 import hashlib
 import http.client
 import json
-import os
 import signal
-import sys
-import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from harness.errors import ModelError
-from harness.fileio import atomic_write_json, sha256_file
+from core.errors import ModelError
+from core.fileio import atomic_path, atomic_write_json, sha256_file
+from core.paths import models_dir
+from core.progress import progress as progress_bar
 
-ENV_MODELS = "MLMARK_MODELS"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "pretrained.onnx"
 SIDECAR_NAME = "pretrained.json"
 CHUNK = 1 << 20
@@ -119,12 +114,6 @@ MANIFEST: Tuple[ManifestEntry, ...] = (
 )
 
 
-def models_dir() -> Path:
-    """The models folder: $MLMARK_MODELS, else <repo>/models. Creates nothing."""
-    env = os.environ.get(ENV_MODELS)
-    return Path(env).expanduser() if env else REPO_ROOT / "models"
-
-
 def manifest_workloads() -> List[str]:
     """Workloads with at least one manifest entry, in manifest order."""
     seen: List[str] = []
@@ -160,48 +149,43 @@ def download(entry: ManifestEntry, dest_dir: Path, base_url: Optional[str] = Non
     url = base_url.rstrip("/") + "/" + entry.filename if base_url else entry.url
     dest_dir = Path(dest_dir)
     new_dirs = [d for d in [dest_dir] + list(dest_dir.parents) if not d.exists()]
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + MODEL_NAME + ".", suffix=".part", dir=str(dest_dir))
+    hold = _HoldInterrupt()
     try:
-        with os.fdopen(fd, "wb") as out:
-            got_sha, got_md5, size = _fetch(url, entry, out, progress, timeout)
-            out.flush()
-            os.fsync(out.fileno())
-        problems = []
-        if entry.size is not None and size != entry.size:
-            problems.append("{} bytes, expected {}".format(size, entry.size))
-        if expected_sha and got_sha != expected_sha:
-            problems.append("SHA-256 {}, expected {}".format(got_sha, expected_sha))
-        if entry.md5 and got_md5 != entry.md5:
-            problems.append("MD5 {}, expected {}".format(got_md5, entry.md5))
-        if problems:
-            raise ModelError("{}: got {}; nothing was installed".format(url, "; ".join(problems)))
-        verified = []
-        if expected_sha:
-            verified.append("sha256 (given with --sha256)" if sha256 else "sha256 (published)")
-        if entry.md5:
-            verified.append("md5 (published)")
-        meta = {"workload": entry.workload, "weights": "pretrained", "sha256": got_sha, "source": url,
-                "official_url": entry.url, "manifest_source": entry.source, "size": size,
-                "verified": verified, "checksum_origin": entry.checksum_origin,
-                "installed": datetime.datetime.now().isoformat(timespec="seconds"),
-                "description": entry.description, "notes": entry.notes}
-        if entry.md5:
-            meta["md5"] = got_md5
-        _make_readable(tmp)
-        target = dest_dir / MODEL_NAME
-        with _no_interrupt():  # the model and its sidecar change together or not at all
-            os.replace(tmp, str(target))
+        with hold:
+            with atomic_path(dest_dir / MODEL_NAME, suffix=".part") as tmp:
+                with open(str(tmp), "wb") as out:
+                    got_sha, got_md5, size = _fetch(url, entry, out, progress, timeout)
+                problems = []
+                if entry.size is not None and size != entry.size:
+                    problems.append("{} bytes, expected {}".format(size, entry.size))
+                if expected_sha and got_sha != expected_sha:
+                    problems.append("SHA-256 {}, expected {}".format(got_sha, expected_sha))
+                if entry.md5 and got_md5 != entry.md5:
+                    problems.append("MD5 {}, expected {}".format(got_md5, entry.md5))
+                if problems:
+                    raise ModelError("{}: got {}; nothing was installed".format(url, "; ".join(problems)))
+                verified = []
+                if expected_sha:
+                    verified.append("sha256 (given with --sha256)" if sha256 else "sha256 (published)")
+                if entry.md5:
+                    verified.append("md5 (published)")
+                meta = {"workload": entry.workload, "weights": "pretrained", "sha256": got_sha, "source": url,
+                        "official_url": entry.url, "manifest_source": entry.source, "size": size,
+                        "verified": verified, "checksum_origin": entry.checksum_origin,
+                        "installed": datetime.datetime.now().isoformat(timespec="seconds"),
+                        "description": entry.description, "notes": entry.notes}
+                if entry.md5:
+                    meta["md5"] = got_md5
+                hold.start()  # the model and its sidecar change together or not at all
             atomic_write_json(dest_dir / SIDECAR_NAME, meta)
-        return target
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-            for d in new_dirs:  # folders made for this download go too, if still empty
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
+        return dest_dir / MODEL_NAME
+    except BaseException:
+        for d in new_dirs:  # folders made for this download go too, if still empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def installed(workload: str, models: Optional[Path] = None) -> Optional[Dict[str, Any]]:
@@ -242,19 +226,16 @@ def _fetch(url: str, entry: ManifestEntry, out: Any, progress: bool, timeout: fl
             if total is not None and entry.size is not None and total != entry.size:
                 raise ModelError("{}: the server offers {} bytes, expected {} ({}); nothing was installed".format(
                     url, total, entry.size, entry.filename))
-            meter = _Meter(entry.filename, total) if progress else None
-            while True:
-                block = resp.read(CHUNK)
-                if not block:
-                    break
-                out.write(block)
-                sha.update(block)
-                md5.update(block)
-                size += len(block)
-                if meter:
-                    meter.update(size)
-            if meter:
-                meter.done(size)
+            with progress_bar("  " + entry.filename, total, scale_bytes=True, enabled=None if progress else False) as meter:
+                while True:
+                    block = resp.read(CHUNK)
+                    if not block:
+                        break
+                    out.write(block)
+                    sha.update(block)
+                    md5.update(block)
+                    size += len(block)
+                    meter.update(len(block))
     except urllib.error.HTTPError as exc:
         raise ModelError("{}: HTTP {} {} (expected {}); nothing was installed".format(
             url, exc.code, exc.reason, entry.filename)) from None
@@ -278,32 +259,6 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     http_error_308 = urllib.request.HTTPRedirectHandler.http_error_302
 
 
-class _Meter:
-    """Progress on stderr, redrawn in place on a terminal, at most a few times a second."""
-
-    def __init__(self, name: str, total: Optional[int]) -> None:
-        self.name, self.total = name, total
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-
-    def update(self, size: int) -> None:
-        now = time.monotonic()
-        if self.tty and now - self.last >= 0.2:
-            self.last = now
-            sys.stderr.write("\r  {} {}".format(self.name, self._text(size)))
-            sys.stderr.flush()
-
-    def done(self, size: int) -> None:
-        if self.tty:
-            sys.stderr.write("\r  {} {}\n".format(self.name, self._text(size)))
-            sys.stderr.flush()
-
-    def _text(self, size: int) -> str:
-        if self.total:
-            return "{:.1f}/{:.1f} MB {:3.0f}%".format(size / 1e6, self.total / 1e6, 100.0 * size / self.total)
-        return "{:.1f} MB".format(size / 1e6)
-
-
 def _normalise_hex(value: str, length: int, what: str) -> str:
     v = value.strip().lower()
     if len(v) != length or any(ch not in "0123456789abcdef" for ch in v):
@@ -311,24 +266,25 @@ def _normalise_hex(value: str, length: int, what: str) -> str:
     return v
 
 
-def _make_readable(path: str) -> None:
-    # mkstemp creates the file 0600; an installed model should have the usual permissions.
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+class _HoldInterrupt:
+    """Once start() is called, hold Ctrl-C back until the block ends (main thread only, where Python delivers it)."""
 
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._caught: List[int] = []
+        self._active = False
 
-@contextmanager
-def _no_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C back until the block is done (main thread only, where Python delivers it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: List[Any] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-        if caught:
-            raise KeyboardInterrupt
+    def start(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, lambda signum, frame: self._caught.append(signum))
+            self._active = True
+
+    def __enter__(self) -> "_HoldInterrupt":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._active:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._active = False
+            if self._caught:
+                raise KeyboardInterrupt

@@ -24,28 +24,23 @@ import shutil
 import subprocess
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.errors import ConfigError, MLMarkError, ModelError, RunError, TargetUnavailable, UnsupportedTask
-
-try:
-    import fcntl
-except ImportError:  # not on Linux: builds are then not serialized between processes
-    fcntl = None  # type: ignore[assignment]
+from core.errors import ConfigError, MLMarkError, ModelError, RunError, TargetUnavailable, UnsupportedTask
+from core.fileio import file_lock
+from core.paths import REPO_ROOT
 
 log = logging.getLogger("mlmark.native")
 
 #: The C ABI version this Python side speaks (MLMARK_ABI_VERSION in mlmark_c.h).
 EXPECTED_ABI_VERSION = 2
 LIBRARY_NAME = "libmlmark_native.so"
-REPO = Path(__file__).resolve().parents[2]
-SOURCE_DIR = REPO / "cpp_environment"
-DEFAULT_BUILD_DIR = REPO / "build" / "cpp_environment"
+SOURCE_DIR = REPO_ROOT / "cpp_environment"
+DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "cpp_environment"
 BUILD_LOG_NAME = "build.log"
 _HASH_MARKER = b"MLMARK_SOURCE_HASH="
 _TENSORRT_MARKER = b"MLMARK_TENSORRT="
@@ -363,21 +358,6 @@ def staleness(library: Path, source_dir: Path = SOURCE_DIR) -> Optional[str]:
     return tensorrt_staleness(library)
 
 
-@contextmanager
-def _build_lock(build_dir: Path) -> Iterator[None]:
-    """Serialize builds of one build folder between processes (two harness runs, parallel tests)."""
-    build_dir.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
-        yield
-        return
-    with open(str(build_dir / ".build.lock"), "w") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def _first_error_line(text: str) -> str:
     """The most telling line of a failed CMake or compiler run."""
     patterns = (r"MLMark: .*", r"CMake Error.*", r".*\berror\b.*", r".*fatal.*")
@@ -428,7 +408,7 @@ def build_library(build_dir: Optional[Path] = None, source_dir: Path = SOURCE_DI
         args.append("-DMLMARK_CUDA_ARCHS={}".format(archs))
     jobs = jobs or max(1, os.cpu_count() or 1)
     library = build_dir / LIBRARY_NAME
-    with _build_lock(build_dir):
+    with file_lock(build_dir / ".build.lock"):  # serializes builds of one folder (two runs, parallel tests)
         # Another process may have built it while this one waited for the lock.
         if not cmake_args and staleness(library, source_dir) is None:
             return library

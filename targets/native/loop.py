@@ -2,7 +2,7 @@
 
 The loop itself runs inside the library (one host thread, one CUDA stream and one executor per unit
 of concurrency); Python only passes settings and receives arrays. Percentiles are the harness's job:
-LoopResult.summary() goes through harness.stats.summarize.
+LoopResult.summary() goes through core.stats.summarize.
 """
 
 from __future__ import annotations
@@ -14,10 +14,20 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from harness.errors import ConfigError, ModelError, UnsupportedTask
-from harness.stats import summarize
-from targets.native.library import (DTYPE_NAMES, EXECUTOR_SPIN, EXECUTOR_TENSORRT, MEMORY_MODES, NUMPY_DTYPES,
-                                    ZERO_COPY_ALLOCS, LoopConfigStruct, NativeLibrary, RunInfoStruct, load_library)
+from core.errors import ConfigError, ModelError, UnsupportedTask
+from core.stats import summarize
+from targets.native.library import (
+    DTYPE_NAMES,
+    EXECUTOR_SPIN,
+    EXECUTOR_TENSORRT,
+    MEMORY_MODES,
+    NUMPY_DTYPES,
+    ZERO_COPY_ALLOCS,
+    LoopConfigStruct,
+    NativeLibrary,
+    RunInfoStruct,
+    load_library,
+)
 
 # How the loop's host thread waits for an inference (MLMARK_SYNC_* in mlmark_c.h):
 #   blocking: cudaEventSynchronize on a plain event: the thread blocks in the call while the driver
@@ -156,7 +166,7 @@ class LoopResult:
         return self.e2e_s - self.gpu_s
 
     def summary(self) -> Dict[str, Any]:
-        """Latency statistics (via harness.stats), throughput and settings, for reports."""
+        """Latency statistics (via core.stats), throughput and settings, for reports."""
         return {
             "iterations": self.iterations,
             "wall_s": self.wall_s,

@@ -24,9 +24,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.errors import MLMarkError
-from harness.fileio import atomic_write_json
-from harness.stats import summarize
+from core.errors import MLMarkError
+from core.fileio import atomic_write_json
+from core.stats import summarize
 from targets.native.library import NativeLibrary, load_library
 from targets.native.loop import LoopResult, LoopSettings, NativeLoop, SpinWorkload
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from harness.errors import ConfigError, MLMarkError, ModelError, RunError, TargetUnavailable, UnsupportedTask
+from core.errors import ConfigError, MLMarkError, ModelError, RunError, TargetUnavailable, UnsupportedTask
 from targets.native import library as native
 from targets.native.library import NativeLibrary, TrtBuildConfigStruct
 

@@ -1,7 +1,7 @@
 """ONNX Runtime target: one InferenceSession per unit of concurrency, CPU threads divided between them.
 
 precision int8 (CPU) runs the Q/DQ model that utility/calibrate.py made beside the task's model
-(workloads/int8/qdq.py): the same explicitly quantized network TensorRT 11 builds, so an int8 score
+(precision/qdq.py): the same explicitly quantized network TensorRT 11 builds, so an int8 score
 and its accuracy can be produced and checked on any machine. It is not a CPU int8 speed figure: the
 Q/DQ pairs sit on operator inputs only (TensorRT's placement), which ONNX Runtime's CPU provider
 cannot fuse into its int8 kernels, so it dequantizes and runs float kernels (results say so).
@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from harness.errors import ConfigError, TargetUnavailable
-from targets.base import Capabilities, LoadRequest, Session, Target, TensorSpec
+from core.errors import TargetUnavailable
+from core.specs import TensorSpec
+from targets.base import Capabilities, LoadRequest, Session, Target
+from targets.options import TargetOptions, integer, option
 
 log = logging.getLogger("mlmark.onnxruntime")
 
@@ -64,13 +67,20 @@ def _np_dtype(ort_type: str) -> str:
             "tensor(int8)": "int8", "tensor(int32)": "int32", "tensor(int64)": "int64"}.get(ort_type, "float32")
 
 
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(TargetOptions):
+    """onnxruntime's task params."""
+
+    #: CPU threads divided between the concurrent sessions (default: all cores)
+    threads: Optional[int] = option(None, integer(1, 1024, allow_none=True))
+
+
 class OnnxRuntimeTarget(Target):
     """CPU (and, with onnxruntime-gpu, CUDA) inference through ONNX Runtime."""
 
     name = "onnxruntime"
     install_hint = "pip install onnxruntime"
-    # threads: CPU threads divided between the concurrent sessions (default: all cores)
-    option_names = ("threads",)
+    Options = OnnxRuntimeOptions
 
     def check_installed(self) -> None:
         _ort()
@@ -88,23 +98,18 @@ class OnnxRuntimeTarget(Target):
             return " (hardware gpu needs the onnxruntime-gpu package and a CUDA GPU)"
         return ""
 
-    def validate_options(self, options: Mapping[str, Any], source: str) -> None:
-        threads = options.get("threads")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                    or not 1 <= threads <= 1024):
-            raise ConfigError("{}: params.threads must be an integer from 1 to 1024, got {!r}".format(source, threads))
-
     def versions(self) -> Dict[str, str]:
         return {"onnxruntime": _ort().__version__}
 
     def load(self, request: LoadRequest) -> Session:
         ort = _ort()
-        total = int(request.options.get("threads") or os.cpu_count() or 1)
+        options = OnnxRuntimeOptions.parse(request.options, "target onnxruntime")
+        total = int(options.threads or os.cpu_count() or 1)
         per_session = max(1, total // request.concurrency)
         providers = [_CUDA, "CPUExecutionProvider"] if request.hardware == "gpu" else ["CPUExecutionProvider"]
         model_path, int8 = request.model_path, None
         if request.precision == "int8":
-            from workloads.int8.qdq import resolve_qdq
+            from precision.qdq import resolve_qdq
 
             int8 = resolve_qdq(request.model_path, request.workload)  # ModelError naming utility/calibrate.py
             model_path = int8.path

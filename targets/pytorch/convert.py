@@ -33,7 +33,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from harness.errors import TargetUnavailable
+from core.errors import TargetUnavailable
+from core.specs import onnx_np_dtype
 
 log = logging.getLogger("mlmark.pytorch")
 
@@ -343,7 +344,7 @@ def _evaluate(node: Any, known: Mapping[str, np.ndarray], static: Mapping[str, T
                 index[int(a)] = slice(int(starts[k]), int(ends[k]), step)
             out = xs[0][tuple(index)]
         elif op == "Cast":
-            dtype = _np_dtype(attrs["to"])
+            dtype = onnx_np_dtype(attrs["to"])
             if np.dtype(dtype).kind not in "iu":
                 return None
             out = xs[0].astype(dtype)
@@ -367,16 +368,6 @@ def _evaluate(node: Any, known: Mapping[str, np.ndarray], static: Mapping[str, T
     if out.dtype.kind not in "iu" or out.size > _MAX_FOLDED_ELEMENTS:
         return None
     return out
-
-
-def _np_dtype(onnx_type: int) -> Any:
-    from onnx import helper
-
-    try:
-        return helper.tensor_dtype_to_np_dtype(onnx_type)
-    except AttributeError:  # onnx < 1.13
-        import onnx
-        return onnx.mapping.TENSOR_TYPE_TO_NP_TYPE[onnx_type]
 
 
 def _host_operands(model: Any) -> Set[str]:

@@ -9,12 +9,15 @@ stream per slot (and, in cuda-graph mode, one captured graph per slot).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.errors import ConfigError, TargetUnavailable
-from targets.base import Capabilities, LoadRequest, Session, Target, TensorSpec
+from core.errors import TargetUnavailable
+from core.specs import TensorSpec, onnx_io
+from targets.base import Capabilities, LoadRequest, Session, Target
+from targets.options import TargetOptions, boolean, choice, integer, option
 from targets.pytorch.convert import convert_onnx, import_onnx2torch, import_torch, move, onnx2torch_version
 
 log = logging.getLogger("mlmark.pytorch")
@@ -24,7 +27,6 @@ TRANSFERS = ("excluded", "included")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # torch.compile modes that record CUDA graphs themselves, per thread: one slot only.
 _SELF_GRAPHING = ("reduce-overhead", "max-autotune")
-_BOOL_OPTIONS = ("channels_last", "allow_fallback", "cudnn_benchmark", "tf32")
 _GRAPH_WARMUP = 3  # eager runs on a side stream before capture (cuDNN picks its algorithms here)
 
 # torch's own intra-op thread count, read once, so that a task without params.threads gets it back
@@ -236,19 +238,27 @@ class TorchSession(Session):
         return tuple(xs)
 
 
+@dataclass(frozen=True)
+class PyTorchOptions(TargetOptions):
+    """pytorch's task params (targets/pytorch/README.md says more)."""
+
+    exec_mode: str = option("eager", choice(*EXEC_MODES))
+    #: H2D copy of the input and D2H of the outputs in every inference, or neither
+    transfers: str = option("excluded", choice(*TRANSFERS))
+    compile_mode: str = option("default", choice(*COMPILE_MODES))  # torch.compile's mode
+    channels_last: bool = option(False, boolean())  # NHWC memory format for 4-D tensors
+    allow_fallback: bool = option(False, boolean())  # run eager when compile or capture fails (recorded)
+    cudnn_benchmark: bool = option(True, boolean())  # let cuDNN time its algorithms
+    tf32: Optional[bool] = option(None, boolean())  # TF32 for fp32 convs and matmuls; None: torch's defaults
+    threads: Optional[int] = option(None, integer(1, 1024, allow_none=True))  # CPU intra-op threads
+
+
 class PyTorchTarget(Target):
     """PyTorch on the CPU or a CUDA GPU, in fp32, fp16 or bf16."""
 
     name = "pytorch"
     install_hint = "pip install torch onnx2torch"
-    # exec_mode: eager | cuda-graph | compile; channels_last: NHWC memory format for 4-D tensors;
-    # allow_fallback: run eager when compile or capture fails (recorded); transfers: excluded |
-    # included (H2D copy of the input and D2H of the outputs in every inference); compile_mode:
-    # torch.compile's mode; cudnn_benchmark: let cuDNN time its algorithms (default true);
-    # tf32: TF32 for fp32 convolutions and matmuls (default: torch's own defaults); threads: CPU
-    # intra-op threads (default: torch's).
-    option_names = ("exec_mode", "channels_last", "allow_fallback", "transfers", "compile_mode", "cudnn_benchmark",
-                    "tf32", "threads")
+    Options = PyTorchOptions
 
     def check_installed(self) -> None:
         import_torch()
@@ -283,19 +293,6 @@ class PyTorchTarget(Target):
             return " (fp16 and bf16 on the CPU need native support: AVX512-FP16, AVX512-BF16 or AMX)"
         return ""
 
-    def validate_options(self, options: Mapping[str, Any], source: str) -> None:
-        for key, allowed in (("exec_mode", EXEC_MODES), ("transfers", TRANSFERS), ("compile_mode", COMPILE_MODES)):
-            if key in options and options[key] not in allowed:
-                raise ConfigError('{}: unknown params.{} {!r} (allowed: {})'.format(
-                    source, key, options[key], ", ".join(allowed)))
-        for key in _BOOL_OPTIONS:
-            if key in options and not isinstance(options[key], bool):
-                raise ConfigError("{}: params.{} must be true or false, got {!r}".format(source, key, options[key]))
-        threads = options.get("threads")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                    or not 1 <= threads <= 1024):
-            raise ConfigError("{}: params.threads must be an integer from 1 to 1024, got {!r}".format(source, threads))
-
     def versions(self) -> Dict[str, str]:
         torch = import_torch()
         v = {"torch": torch.__version__, "onnx2torch": onnx2torch_version()}
@@ -306,8 +303,8 @@ class PyTorchTarget(Target):
 
     def load(self, request: LoadRequest) -> Session:
         torch = import_torch()
-        opts = request.options
-        mode = opts.get("exec_mode", "eager")
+        opts = PyTorchOptions.parse(request.options, "target pytorch")
+        mode = opts.exec_mode
         gpu = request.hardware == "gpu"
         if gpu and not torch.cuda.is_available():
             raise TargetUnavailable("target pytorch: hardware gpu needs CUDA, which torch {} does not see{}".format(
@@ -315,18 +312,21 @@ class PyTorchTarget(Target):
         if mode == "cuda-graph" and not gpu:
             raise SetupError("exec_mode cuda-graph needs hardware gpu (CUDA graphs exist only on a GPU); "
                              "use eager or compile on the cpu")
-        if opts.get("transfers") == "included" and not gpu:
+        if opts.transfers == "included" and not gpu:
             raise SetupError("params.transfers applies to hardware gpu only (on the cpu there is nothing to copy)")
-        compile_mode = opts.get("compile_mode", "default")
+        compile_mode = opts.compile_mode
         if mode == "compile" and compile_mode in _SELF_GRAPHING and request.concurrency > 1:
             raise SetupError("compile_mode {} records CUDA graphs per thread and runs one slot only; use "
                              "exec_mode cuda-graph for concurrency {}".format(compile_mode, request.concurrency))
         device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
         dtype = _dtype(torch, request.precision)
-        channels_last = bool(opts.get("channels_last", False))
+        channels_last = opts.channels_last
 
-        specs = _input_specs(request.model_path)
-        shapes = _concrete_shapes(specs, request.workload, request.batch)
+        specs = onnx_io(request.model_path)[0]
+        missing = [s.name for s in specs if s.name not in request.input_shapes]
+        if missing:
+            raise SetupError("the load request gives no shape for input(s) {}".format(", ".join(missing)))
+        shapes = {s.name: list(request.input_shapes[s.name]) for s in specs}
         converted = convert_onnx(request.model_path, shapes)
         info: Dict[str, Any] = {}
         info.update(self._configure(torch, gpu, opts))
@@ -350,7 +350,7 @@ class PyTorchTarget(Target):
             session._side_streams = n > 1
             session._streams = [torch.cuda.Stream(device) for _ in range(n)] if n > 1 else \
                 [torch.cuda.current_stream(device)]
-            session._include_transfers = opts.get("transfers") == "included"
+            session._include_transfers = opts.transfers == "included"
         run_mode = mode
         try:
             if mode == "compile":
@@ -359,7 +359,7 @@ class PyTorchTarget(Target):
             elif mode == "cuda-graph":
                 _capture(torch, session, example)
         except SetupError as exc:
-            if not opts.get("allow_fallback", False):
+            if not opts.allow_fallback:
                 raise SetupError("{}; set params.allow_fallback to true to run eager instead".format(exc)) from exc
             log.warning("pytorch: %s; running eager instead, because params.allow_fallback is true", exc)
             info["fallback"] = "{} -> eager: {}".format(mode, exc)
@@ -385,15 +385,15 @@ class PyTorchTarget(Target):
         return session
 
     @staticmethod
-    def _configure(torch: Any, gpu: bool, opts: Mapping[str, Any]) -> Dict[str, Any]:
+    def _configure(torch: Any, gpu: bool, opts: PyTorchOptions) -> Dict[str, Any]:
         """Process-wide torch settings, set explicitly for every task so that none leaks into the next."""
         if not _DEFAULT_THREADS:
             _DEFAULT_THREADS.append(torch.get_num_threads())
-        torch.set_num_threads(int(opts.get("threads") or _DEFAULT_THREADS[0]))
+        torch.set_num_threads(int(opts.threads or _DEFAULT_THREADS[0]))
         info: Dict[str, Any] = {"threads": torch.get_num_threads()}
         if gpu:
-            torch.backends.cudnn.benchmark = bool(opts.get("cudnn_benchmark", True))
-            tf32 = opts.get("tf32")
+            torch.backends.cudnn.benchmark = opts.cudnn_benchmark
+            tf32 = opts.tf32
             # torch's defaults: TF32 for cuDNN convolutions on, for matmuls off.
             torch.backends.cudnn.allow_tf32 = True if tf32 is None else bool(tf32)
             torch.backends.cuda.matmul.allow_tf32 = False if tf32 is None else bool(tf32)
@@ -403,38 +403,12 @@ class PyTorchTarget(Target):
         return info
 
 
-def _input_specs(path: Any) -> List[TensorSpec]:
-    """The ONNX file's inputs (initializers listed as inputs by old exporters left out)."""
-    import onnx
-
-    from targets.pytorch.convert import _np_dtype
-
-    model = onnx.load(str(path), load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
-    specs = []
-    for v in model.graph.input:
-        if v.name in initializers:
-            continue
-        t = v.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
-        specs.append(TensorSpec(name=v.name, shape=dims, dtype=str(np.dtype(_np_dtype(t.elem_type)))))
-    return specs
-
-
-def _concrete_shapes(specs: Sequence[TensorSpec], workload: str, batch: int) -> Dict[str, List[int]]:
-    """Each input's shape for this batch, symbolic non-batch dimensions filled as the workload fills them."""
-    from workloads import get_workload
-
-    one = get_workload(workload).make_inputs(specs, 1)
-    return {s.name: [batch] + list(one[s.name].shape[1:]) for s in specs}
-
-
 def _device_info(torch: Any, device: Any) -> Dict[str, Any]:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return {"device": str(device), "device_name": props.name,
                 "compute_capability": "{}.{}".format(props.major, props.minor)}
-    from harness.sysinfo import cpu_model
+    from system.info import cpu_model
 
     return {"device": "cpu", "device_name": cpu_model()}
 

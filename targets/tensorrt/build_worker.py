@@ -26,15 +26,16 @@ import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from harness import errors
-from harness.errors import MLMarkError, RunError
-from harness.fileio import atomic_write_json
+from core import errors
+from core.errors import MLMarkError, RunError
+from core.fileio import atomic_write_json
+from core.paths import REPO_ROOT
+from core.progress import elapsed
 
 log = logging.getLogger("mlmark.tensorrt.build")
 
-REPO = Path(__file__).resolve().parents[2]
 LINE_FORMAT = "%(levelno)d %(name)s %(message)s"
 _LINE = re.compile(r"^(\d+) (\S+) (.*)$")
 # Exit statuses of the child: 0 built, 3 a user-facing error (in the report), 4 an unexpected one.
@@ -118,38 +119,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 # -- the parent -------------------------------------------------------------------------------------
 
 
-class _Elapsed:
-    """`label: 1:23 elapsed` redrawn in place on a terminal; nothing otherwise."""
-
-    def __init__(self, label: str, stream: Optional[TextIO] = None) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        try:
-            self.enabled = bool(self.stream.isatty())
-        except (AttributeError, ValueError):
-            self.enabled = False
-        self.start = time.monotonic()
-        self.lock = threading.Lock()
-        self._drawn = 0
-
-    def draw(self) -> None:
-        if not self.enabled:
-            return
-        s = int(time.monotonic() - self.start)
-        text = "{}: {}:{:02d} elapsed".format(self.label, s // 60, s % 60)
-        with self.lock:
-            self.stream.write("\r" + text + " " * max(0, self._drawn - len(text)))
-            self.stream.flush()
-            self._drawn = len(text)
-
-    def clear(self) -> None:
-        """Erase the line (call with self.lock held) so that a log line starts at column 0."""
-        if self._drawn:
-            self.stream.write("\r" + " " * self._drawn + "\r")
-            self.stream.flush()
-            self._drawn = 0
-
-
 def _relog(line: str) -> None:
     m = _LINE.match(line)
     if m:
@@ -180,43 +149,39 @@ def run_build_process(argv: Sequence[str], report_path: Path, label: str, worksp
     """
     started = time.monotonic()
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=str(REPO), env=env, universal_newlines=True, errors="replace", bufsize=1)
+                            cwd=str(REPO_ROOT), env=env, universal_newlines=True, errors="replace", bufsize=1)
     if on_start is not None:
         on_start(proc)
-    elapsed = _Elapsed(label)
     tail: List[str] = []
 
-    def relay() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip("\n")
-            with elapsed.lock:
-                elapsed.clear()
-                _relog(line)
-            if line.strip():
-                tail.append(line)
-                del tail[:-20]
+    with elapsed(label) as tick:
+        def relay() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.rstrip("\n")
+                tick(lambda: _relog(line))
+                if line.strip():
+                    tail.append(line)
+                    del tail[:-20]
 
-    reader = threading.Thread(target=relay, daemon=True)
-    reader.start()
-    try:
-        while proc.poll() is None:
-            elapsed.draw()
-            try:
-                proc.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                pass
-    finally:
-        if proc.poll() is None:  # interrupted (Ctrl-C): the build must not go on without its parent
-            proc.terminate()
-            try:
-                proc.wait(timeout=_TERMINATE_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        reader.join(timeout=5.0)
-        with elapsed.lock:
-            elapsed.clear()
+        reader = threading.Thread(target=relay, daemon=True)
+        reader.start()
+        try:
+            while proc.poll() is None:
+                tick(None)
+                try:
+                    proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C): the build must not go on without its parent
+                proc.terminate()
+                try:
+                    proc.wait(timeout=_TERMINATE_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            reader.join(timeout=5.0)
     took = _minutes(time.monotonic() - started)
     rc = proc.returncode
     last = _last_message(tail)
@@ -260,7 +225,7 @@ def _last_message(lines: Sequence[str]) -> str:
 def child_env() -> Dict[str, str]:
     """The parent's environment with the repository first on PYTHONPATH (the child imports targets.*)."""
     env = dict(os.environ)
-    paths = [str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
 

@@ -27,34 +27,21 @@ import datetime
 import glob
 import json
 import logging
-import os
 import re
-import secrets
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from harness import __version__
-from harness.errors import RunError
-from harness.fileio import atomic_write_json, sha256_file
-
-try:
-    import fcntl
-except ImportError:  # not on Linux: builds are then not serialized between processes
-    fcntl = None  # type: ignore[assignment]
+from core import __version__
+from core.errors import RunError
+from core.fileio import atomic_path, atomic_write_json, file_lock, sha256_file
+from core.paths import engines_dir
 
 log = logging.getLogger("mlmark.tensorrt")
 
 SCHEMA = "mlmark-engine/1"
 ENGINE_SUFFIX = ".engine"
 SIDECAR_SUFFIX = ".json"
-REPO = Path(__file__).resolve().parents[2]
-
-
-def engines_dir() -> Path:
-    """engines/ at the repository root, or $MLMARK_ENGINES."""
-    env = os.environ.get("MLMARK_ENGINES")
-    return Path(env) if env else REPO / "engines"
 
 
 def _safe(text: str) -> str:
@@ -267,19 +254,12 @@ class EngineCache:
         for stale in (sidecar, path):  # a stale engine is worth nothing, and a Nano's disk is small
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
-        tmp = self.directory / ".{}.{}.{}.tmp".format(key.file_stem(), os.getpid(), secrets.token_hex(4))
-        try:
+        with atomic_path(path) as tmp:  # named .<stem>.engine.*.tmp: remove_orphans finds it if killed
             outcome = build(key, tmp)
             if not tmp.is_file() or tmp.stat().st_size == 0:
                 raise RunError("the engine build for {} reported success but wrote no engine".format(path.name))
-            with open(str(tmp), "rb+") as f:  # on disk before the rename makes it visible
-                os.fsync(f.fileno())
             meta = self._sidecar(key, tmp, outcome)
-            os.replace(str(tmp), str(path))
-            atomic_write_json(sidecar, meta)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        atomic_write_json(sidecar, meta)
         return CachedEngine(key=key, path=path, sidecar=sidecar, meta=meta, status="built: " + reason)
 
     def _sidecar(self, key: EngineKey, engine_file: Path, outcome: BuildOutcome) -> Dict[str, Any]:
@@ -311,22 +291,7 @@ class EngineCache:
 
     # -- locking ---------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked(self, key: EngineKey, exclusive: bool) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            yield
-            return
-        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        # "a" creates the file without truncating it; lock files stay (deleting one that another
-        # process waits on would let a third process lock a new file and build beside it).
-        with open(str(self.lock_path(key)), "a") as handle:
-            try:
-                fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
-            except (BlockingIOError, PermissionError):
-                log.info("tensorrt: waiting for another process building %s", self.engine_path(key).name)
-                fcntl.flock(handle.fileno(), mode)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    def _locked(self, key: EngineKey, exclusive: bool) -> Any:
+        def waiting() -> None:
+            log.info("tensorrt: waiting for another process building %s", self.engine_path(key).name)
+        return file_lock(self.lock_path(key), exclusive=exclusive, on_wait=waiting)

@@ -38,7 +38,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from harness.errors import RunError
+from core.errors import RunError
 
 log = logging.getLogger("mlmark.tensorrt")
 

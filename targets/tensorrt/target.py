@@ -18,11 +18,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from harness.errors import ConfigError, MLMarkError, ModelError, TargetUnavailable, UnsupportedTask
-from harness.fileio import sha256_file
-from targets.base import Capabilities, LoadRequest, NativeTiming, Session, Target, TensorSpec
+from core.errors import MLMarkError, ModelError, TargetUnavailable, UnsupportedTask
+from core.fileio import sha256_file
+from core.specs import TensorSpec
+from targets.base import Capabilities, LoadRequest, NativeTiming, Session, Target
 from targets.native.library import MEMORY_MODES
 from targets.native.loop import SYNC_MODES
+from targets.options import OptionConflict, TargetOptions, boolean, choice, integer, option
 from targets.tensorrt.build_worker import BuildRequest, build_in_child
 from targets.tensorrt.engine_cache import BuildOutcome, CachedEngine, EngineCache, EngineKey
 from targets.tensorrt.precision_check import build_until_precision_holds, precision_counts
@@ -37,19 +39,30 @@ CMAKE_HINT = ("rebuild cpp_environment with TensorRT: cmake -DTensorRT_ROOT=/pat
               "include/NvInfer.h and lib/libnvinfer.so; JetPack's own install is found without it), as "
               "targets/tensorrt/README.md shows")
 
-#: Task params this target takes, with their defaults.
-OPTION_DEFAULTS: Dict[str, Any] = {
-    "cuda_graph": False,  # replay each context's inference as a CUDA graph captured at load
-    "sync": "blocking",  # how the loop's thread waits for an inference (see targets.native.loop.SYNC_MODES)
-    "launch_gate": False,  # hold each stream until an inference is enqueued: GPU compute time without the host
-    "transfers": True,  # copy the input in and the outputs out in every inference (trtexec's default)
-    "memory": "auto",  # 'device', 'zero-copy' (integrated GPUs), or 'auto' (zero-copy where integrated)
-    "force_zero_copy": False,  # allow zero-copy on a discrete GPU (slow: every access crosses PCIe)
-    "workspace_mb": 1024,  # TensorRT builder workspace (memory pool) limit
-    "precision_retries": 2,  # rebuilds when an fp16/int8 build falls back to a wider precision
-    "rebuild": False,  # rebuild the engine (once per run) even when the cached one is current
-}
-_BOOL_OPTIONS = ("cuda_graph", "launch_gate", "transfers", "force_zero_copy", "rebuild")
+
+
+@dataclass(frozen=True)
+class TensorRTOptions(TargetOptions):
+    """tensorrt's task params (targets/tensorrt/README.md says more)."""
+
+    cuda_graph: bool = option(False, boolean())  # replay each context's inference as a CUDA graph captured at load
+    #: how the loop's thread waits for an inference (see targets.native.loop.SYNC_MODES)
+    sync: str = option("blocking", choice(*SYNC_MODES))
+    #: hold each stream until an inference is enqueued: GPU compute time without the host
+    launch_gate: bool = option(False, boolean())
+    transfers: bool = option(True, boolean())  # copy the input in and the outputs out in every inference (trtexec's default)
+    #: 'device', 'zero-copy' (integrated GPUs), or 'auto' (zero-copy where integrated)
+    memory: str = option("auto", choice(*MEMORY_MODES))
+    force_zero_copy: bool = option(False, boolean())  # allow zero-copy on a discrete GPU (slow: every access crosses PCIe)
+    workspace_mb: int = option(1024, integer(1, MAX_WORKSPACE_MB))  # builder workspace (memory pool) limit
+    #: rebuilds when an fp16/int8 build falls back to a wider precision
+    precision_retries: int = option(2, integer(0, MAX_PRECISION_RETRIES))
+    rebuild: bool = option(False, boolean())  # rebuild the engine (once per run) even when the cached one is current
+
+    def __post_init__(self) -> None:
+        if self.force_zero_copy and self.memory == "device":
+            raise OptionConflict("params.force_zero_copy needs params.memory zero-copy or auto, not device")
+
 
 # Engines already force-rebuilt by this process: params.rebuild rebuilds once per run, not per task.
 _REBUILT: Set[str] = set()
@@ -131,7 +144,7 @@ class ParsedModel:
     onnx_path: Path  # the model, its Q/DQ version (int8) or its float16 conversion (fp16, strongly typed)
     table: Optional[Path] = None  # implicit int8: the calibration table, headed for the running release
     calibration: Optional[Tuple[str, Path, str]] = None  # int8: (kind "table" or "qdq", file, SHA-256)
-    fp16: Optional[Any] = None  # workloads.fp16.Fp16Model
+    fp16: Optional[Any] = None  # precision.fp16.Fp16Model
 
 
 class _EngineBuilder:
@@ -203,7 +216,7 @@ class TensorRTTarget(Target):
 
     name = "tensorrt"
     install_hint = "build cpp_environment with TensorRT (targets/tensorrt/README.md)"
-    option_names = tuple(OPTION_DEFAULTS)
+    Options = TensorRTOptions
 
     def __init__(self) -> None:
         self._runtime_cache: Optional[Tuple[Any, Any, Any]] = None
@@ -266,29 +279,6 @@ class TensorRTTarget(Target):
 
     # -- options ---------------------------------------------------------------------------------
 
-    def validate_options(self, options: Mapping[str, Any], source: str) -> None:
-        for key in _BOOL_OPTIONS:
-            if key in options and not isinstance(options[key], bool):
-                raise ConfigError("{}: params.{} must be true or false, got {!r}".format(source, key, options[key]))
-        for key, allowed in (("sync", tuple(SYNC_MODES)), ("memory", tuple(MEMORY_MODES))):
-            if key in options and options[key] not in allowed:
-                raise ConfigError("{}: unknown params.{} {!r} (allowed: {})".format(
-                    source, key, options[key], ", ".join(allowed)))
-        for key, lo, hi in (("workspace_mb", 1, MAX_WORKSPACE_MB), ("precision_retries", 0, MAX_PRECISION_RETRIES)):
-            value = options.get(key)
-            if key in options and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
-                raise ConfigError("{}: params.{} must be an integer from {} to {}, got {!r}".format(
-                    source, key, lo, hi, value))
-        if options.get("force_zero_copy") and options.get("memory", "auto") == "device":
-            raise ConfigError("{}: params.force_zero_copy needs params.memory zero-copy or auto, not device".format(
-                source))
-
-    @staticmethod
-    def _options(options: Mapping[str, Any]) -> Dict[str, Any]:
-        opts = dict(OPTION_DEFAULTS)
-        opts.update({k: v for k, v in options.items() if k in OPTION_DEFAULTS})
-        return opts
-
     # -- load ------------------------------------------------------------------------------------
 
     def load(self, request: LoadRequest) -> Session:
@@ -298,10 +288,10 @@ class TensorRTTarget(Target):
             raise UnsupportedTask("target tensorrt: hardware {} is not supported{}".format(
                 request.hardware, self.unsupported_hint(request.hardware)))
         library, trt, device = self._runtime()
-        opts = self._options(request.options)
-        settings = LoopSettings(concurrency=request.concurrency, sync=opts["sync"], cuda_graph=opts["cuda_graph"],
-                                launch_gate=opts["launch_gate"], transfers=opts["transfers"], memory=opts["memory"],
-                                force_zero_copy=opts["force_zero_copy"], device=DEVICE).validate()
+        opts = TensorRTOptions.parse(request.options, "target tensorrt")
+        settings = LoopSettings(concurrency=request.concurrency, sync=opts.sync, cuda_graph=opts.cuda_graph,
+                                launch_gate=opts.launch_gate, transfers=opts.transfers, memory=opts.memory,
+                                force_zero_copy=opts.force_zero_copy, device=DEVICE).validate()
         model_path = Path(request.model_path)
         cache = EngineCache()
         parsed = self._precision_inputs(request, trt, cache.directory)
@@ -309,13 +299,13 @@ class TensorRTTarget(Target):
         key = EngineKey(workload=request.workload, model_sha256=sha256_file(model_path), precision=request.precision,
                         batch=request.batch, tensorrt_version=trt.version, tensorrt_header_version=trt.header_version,
                         gpu_name=device.name, compute_capability=device.compute_capability,
-                        workspace_mb=opts["workspace_mb"], calibration_kind=calibration[0] if calibration else None,
+                        workspace_mb=opts.workspace_mb, calibration_kind=calibration[0] if calibration else None,
                         calibration_sha256=calibration[2] if calibration else None,
                         fp16_model_sha256=fp16.sha256 if fp16 else None)
         label = "tensorrt {} {} batch {}".format(request.workload, request.precision, request.batch)
         builder = _EngineBuilder(library, cache, onnx_path, model_path, table, calibration[1] if calibration else None,
-                                 opts["precision_retries"], label)
-        force = bool(opts["rebuild"]) and key.file_stem() not in _REBUILT
+                                 opts.precision_retries, label)
+        force = opts.rebuild and key.file_stem() not in _REBUILT
         with cache.open(key, builder, force=force) as engine:
             if force:
                 _REBUILT.add(key.file_stem())
@@ -338,19 +328,19 @@ class TensorRTTarget(Target):
         """
         model = Path(request.model_path)
         if request.precision == "fp16" and not trt.weak_typing:
-            from workloads.fp16 import resolve_fp16
+            from precision.fp16 import resolve_fp16
 
             fp16 = resolve_fp16(model, cache_dir / "onnx")
             return ParsedModel(onnx_path=fp16.path, fp16=fp16)
         if request.precision != "int8":
             return ParsedModel(onnx_path=model)
-        from workloads.int8.qdq import resolve_qdq
-        from workloads.int8.table import check_table_for_model, table_for_release, table_path
+        from precision.qdq import resolve_qdq
+        from precision.table import check_table_for_model, table_for_release, table_path
 
         if trt.implicit_int8:
             import onnx
 
-            from workloads.int8.qdq import is_qdq_model
+            from precision.qdq import is_qdq_model
 
             if not is_qdq_model(onnx.load(str(model), load_external_data=False)):
                 table = table_path(request.workload)
@@ -380,23 +370,22 @@ class TensorRTTarget(Target):
 
     @staticmethod
     def _info(request: LoadRequest, trt: Any, device: Any, engine: CachedEngine, cache: EngineCache,
-              opts: Mapping[str, Any], loop: Any) -> Dict[str, Any]:
-        from workloads import get_workload
+              opts: TensorRTOptions, loop: Any) -> Dict[str, Any]:
 
         meta = engine.meta
         used = loop.used.to_dict() if hasattr(loop.used, "to_dict") else dict(loop.used)
-        detection = get_workload(request.workload).kind == "detection"
+        host_post = request.host_postprocess
         return {
             "tensorrt": trt.version, "tensorrt_headers": trt.header_version, "implicit_int8": trt.implicit_int8,
             "device": device.describe(), "device_name": device.name,
             "compute_capability": "{}.{}".format(*device.compute_capability),
-            "options": dict(opts),
+            "options": opts.to_dict(),
             "loop": used,
             "concurrency": "{} execution context(s), one CUDA stream each, driven by one host thread of the native "
                            "library".format(request.concurrency),
             "timing": ("the harness's loop through run(): SSD box decoding and NMS run on the host inside the timed "
                        "region; one inference in the library at a time, the slots' post-processing overlapping it"
-                       if detection else "the native library's loop (Session.timed_run)"),
+                       if host_post else "the native library's loop (Session.timed_run)"),
             "engine": {
                 "path": str(engine.path), "status": engine.status, "bytes": meta.get("engine_bytes"),
                 "sha256": meta.get("engine_sha256"), "built": meta.get("built"), "build_s": meta.get("build_s"),

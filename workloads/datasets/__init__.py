@@ -15,16 +15,14 @@ put it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.errors import DatasetError
-from harness.fileio import sha256_file
+from core.errors import DatasetError
+from core.fileio import sha256_file
+from core.paths import datasets_root
 
-ENV_DATASETS = "MLMARK_DATASETS"
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 MLMARK_IMAGES = 5000  # both of MLMark's accuracy subsets have 5,000 images
 # Up to this fraction of the subset's images may be missing (skipped, and the score marked not
 # valid); more means the images folder is the wrong one or incomplete, and the run is refused.
@@ -46,12 +44,6 @@ _COCO_GET = ("download val2017.zip (1 GB) from http://images.cocodataset.org/zip
 _COCO_ANN_GET = ("download annotations_trainval2017.zip from "
                  "http://images.cocodataset.org/annotations/annotations_trainval2017.zip and put its "
                  "annotations/instances_val2017.json there (see datasets/README.md)")
-
-
-def datasets_root() -> Path:
-    """The datasets folder: $MLMARK_DATASETS, else <repo>/datasets. Creates nothing."""
-    env = os.environ.get(ENV_DATASETS)
-    return Path(env).expanduser() if env else REPO_ROOT / "datasets"
 
 
 def cache_dir() -> Path:

@@ -3,7 +3,7 @@
 `instances_val2017.json` (from annotations_trainval2017.zip) lists 5,000 images and 80
 categories whose ids run 1..90 with gaps (the 91-id space of the original COCO paper, 0 unused).
 SSD-MobileNet's class k is COCO category id k, so detections keep their ids; a detection whose id
-is not among the annotation file's categories is dropped by the scorer (see workloads/scoring.py).
+is not among the annotation file's categories is dropped by the scorer (see workloads/metrics.py).
 
 MLMark scores all images of the file; `max_images` takes the first images in file-name order for
 quick runs.
@@ -16,7 +16,7 @@ from numbers import Real
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from harness.errors import DatasetError
+from core.errors import DatasetError
 
 MLMARK_IMAGES = 5000  # val2017
 

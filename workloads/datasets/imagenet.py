@@ -29,8 +29,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from harness.errors import DatasetError
-from harness.fileio import atomic_write_text
+from core.console import guarded
+from core.errors import DatasetError
+from core.fileio import atomic_write_text
 
 NUM_CLASSES = 1000
 IMAGES_PER_CLASS = 5  # MLMark's subset: 5 per class, 5,000 images
@@ -184,7 +185,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "(else the devkit's meta.mat)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the label file to write")
     args = parser.parse_args(argv)
-    try:
+
+    def convert() -> int:
         gt, meta = args.ground_truth, args.synsets
         if args.devkit is not None:
             dk_gt, dk_meta = _devkit_files(args.devkit)
@@ -193,11 +195,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error("give --devkit, or both --ground-truth and --synsets")
         lines = convert_devkit(gt, meta)
         atomic_write_text(args.output, "\n".join(lines) + "\n")
-    except DatasetError as exc:
-        print("error: {}".format(exc), file=sys.stderr)
-        return 2
-    print("wrote {} ({} images)".format(args.output, len(lines)))
-    return 0
+        print("wrote {} ({} images)".format(args.output, len(lines)))
+        return 0
+
+    return guarded(parser.prog, 0, convert)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.errors import ModelError
+from core.errors import ModelError
 from workloads.ssd.anchors import ssd_anchors
 
 SCALE_FACTORS = (10.0, 10.0, 5.0, 5.0)  # y, x, height, width (TF's faster_rcnn_box_coder)

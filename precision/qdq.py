@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from harness.errors import ModelError, RunError
-from harness.fileio import sha256_file
-from workloads.int8.table import CalibrationTable
+from core.errors import ModelError, RunError
+from core.fileio import sha256_file
+from precision.table import CalibrationTable
 
 QDQ_SUFFIX = ".qdq.onnx"
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")

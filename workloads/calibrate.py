@@ -10,9 +10,9 @@
 2. the ranges: onnxruntime.quantization's calibrator (entropy by default, as TensorRT's
    EntropyCalibration2; percentile or minmax on request) over every float activation of the
    model, fed a few images at a time so that memory stays bounded.
-3. the table: scale = amax / 127 per activation (see workloads/int8/table.py), written to
+3. the table: scale = amax / 127 per activation (see precision/table.py), written to
    utility/CalibrationTable_<workload> with its sidecar record;
-4. the Q/DQ model with exactly those scales (workloads/int8/qdq.py), beside the model, and a check
+4. the Q/DQ model with exactly those scales (precision/qdq.py), beside the model, and a check
    of its output against the float model on the first calibration images.
 
 Entropy settings: a signed histogram of 2048 bins and 255 quantized levels, close to TensorRT's
@@ -42,11 +42,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from harness.errors import DatasetError, ModelError, RunError
-from harness.fileio import atomic_write_bytes, sha256_file
-from workloads.int8 import qdq as qdqmod
-from workloads.int8.table import (ENTROPY2, CalibrationTable, activation_tensors, sidecar_path, table_path,
-                                  write_table)
+from core.errors import DatasetError, ModelError, RunError
+from core.fileio import atomic_write_bytes, sha256_file
+from core.progress import progress
+from precision import qdq as qdqmod
+from precision.table import ENTROPY2, CalibrationTable, activation_tensors, sidecar_path, table_path, write_table
 
 log = logging.getLogger("mlmark.int8")
 
@@ -468,11 +468,9 @@ def calibrate(workload_name: str, images: Optional[PathLike] = None, count: int 
     if fed < len(imgs.names):
         imgs.identity.update(used=fed, last=imgs.names[fed - 1])
 
-    from workloads.progress import Progress
-
     t1 = time.perf_counter()
     log.info("calibrating %s (%s) with %s on %d images", workload.name, mf.path.name, method, fed)
-    with Progress("{} calibration ({})".format(workload.name, method), fed) as bar:
+    with progress("{} calibration ({})".format(workload.name, method), fed) as bar:
         amax = collect_ranges(mf.path, batches, input_name, method, bins, progress=bar.update)
     table = make_table(mf.path, amax, method)
     seconds["calibration"] = time.perf_counter() - t1

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.errors import DatasetError, ModelError
+from core.errors import DatasetError, ModelError
 
 IMAGENET_CLASSES = 1000
 

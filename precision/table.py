@@ -38,11 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from harness.errors import ModelError
-from harness.fileio import atomic_write_json, atomic_write_text, sha256_file
+from core.errors import ModelError
+from core.fileio import atomic_write_json, atomic_write_text, sha256_file
+from core.paths import tables_dir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-TABLE_DIR = REPO_ROOT / "utility"
+TABLE_DIR = tables_dir()  # where MLMark keeps its tables: utility/
+
 SIDECAR_FORMAT = "mlmark-calibration/1"
 # The header written when no TensorRT is at hand: TensorRT 8.2.1, the release of JetPack 4.6 (Jetson
 # Nano). A TensorRT target re-headers the table with its own version before serving it.

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Union
 
-from harness.errors import ModelError, UnsupportedTask
-from harness.fileio import atomic_write_bytes, sha256_file
+from core.errors import ModelError, UnsupportedTask
+from core.fileio import atomic_write_bytes, sha256_file
 
 log = logging.getLogger("mlmark.fp16")
 
