@@ -454,16 +454,7 @@ def calibrate(workload_name: str, images: Optional[PathLike] = None, count: int 
 
     x = workload.preprocess.normalize(imgs.pixels, dtype, layout)
     fixed = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
-    if fixed:
-        batches = [x[i:i + fixed] for i in range(0, x.shape[0] - fixed + 1, fixed)]
-        if not batches:
-            raise ModelError("{}: the model's batch dimension is fixed at {}, more than the {} calibration "
-                             "images".format(mf.path, fixed, x.shape[0]))
-        if len(batches) * fixed < x.shape[0]:
-            log.warning("the model's batch is fixed at %d: the last %d calibration images are not used", fixed,
-                        x.shape[0] - len(batches) * fixed)
-    else:
-        batches = [x[i:i + CHUNK_IMAGES] for i in range(0, x.shape[0], CHUNK_IMAGES)]
+    batches = _batches(x, fixed, mf.path)
     fed = sum(b.shape[0] for b in batches)
     if fed < len(imgs.names):
         imgs.identity.update(used=fed, last=imgs.names[fed - 1])
@@ -492,12 +483,8 @@ def calibrate(workload_name: str, images: Optional[PathLike] = None, count: int 
 
     # The Q/DQ model against the float one on the first calibration images, before anything is written.
     t3 = time.perf_counter()
-    n_check = max(1, min(check_images, x.shape[0]))
-    check = batches[:max(1, n_check // fixed)] if fixed else [x[i:i + 1] for i in range(n_check)]
-    agree = agreement(ort_runner(mf.path, input_name, optimize=False), ort_runner(data, input_name, optimize=False),
-                      check, workload.kind == "classification")
-    agree["runtime"] = "onnxruntime {} CPU, graph optimizations off (the Q/DQ arithmetic as written)".format(
-        ort.__version__)
+    agree = _qdq_agreement(mf.path, data, input_name, x, batches, fixed, check_images,
+                           workload.kind == "classification")
     seconds["check"] = time.perf_counter() - t3
 
     record = {
@@ -522,3 +509,31 @@ def calibrate(workload_name: str, images: Optional[PathLike] = None, count: int 
              qdq_file)
     return CalibrationResult(table_path=table_file, qdq_path=qdq_file, table=table, record=record, agreement=agree,
                              seconds=seconds)
+
+
+def _batches(x: np.ndarray, fixed: Optional[int], model: Path) -> List[np.ndarray]:
+    """The calibration images in batches the model takes: its fixed batch, else chunks of CHUNK_IMAGES."""
+    if not fixed:
+        return [x[i:i + CHUNK_IMAGES] for i in range(0, x.shape[0], CHUNK_IMAGES)]
+    batches = [x[i:i + fixed] for i in range(0, x.shape[0] - fixed + 1, fixed)]
+    if not batches:
+        raise ModelError("{}: the model's batch dimension is fixed at {}, more than the {} calibration "
+                         "images".format(model, fixed, x.shape[0]))
+    if len(batches) * fixed < x.shape[0]:
+        log.warning("the model's batch is fixed at %d: the last %d calibration images are not used", fixed,
+                    x.shape[0] - len(batches) * fixed)
+    return batches
+
+
+def _qdq_agreement(model: Path, qdq: bytes, input_name: str, x: np.ndarray, batches: List[np.ndarray],
+                   fixed: Optional[int], images: int, classification: bool) -> Dict[str, Any]:
+    """The Q/DQ model's arithmetic as written against the float model, on the first calibration images."""
+    import onnxruntime as ort
+
+    n_check = max(1, min(images, x.shape[0]))
+    check = batches[:max(1, n_check // fixed)] if fixed else [x[i:i + 1] for i in range(n_check)]
+    agree = agreement(ort_runner(model, input_name, optimize=False), ort_runner(qdq, input_name, optimize=False),
+                      check, classification)
+    agree["runtime"] = "onnxruntime {} CPU, graph optimizations off (the Q/DQ arithmetic as written)".format(
+        ort.__version__)
+    return agree
