@@ -9,10 +9,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from core import __version__
-from core.console import guarded, setup_logging
+from core.console import guarded, interruption, setup_logging, sigterm_as_interrupt
 from core.paths import results_dir
 from harness.config import expand_config_args, load_configs
 
@@ -43,38 +43,48 @@ def cmd_run(argv: Sequence[str]) -> int:
     """Validate every task, run them one by one, write results after each, print the score table."""
     args = _run_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    return guarded(PROG, args.verbose, lambda: _run(args),
-                   interrupted="interrupted; finished tasks are kept in the results file")
+    return guarded(PROG, args.verbose, lambda: _run(args), interrupted="no task had run; nothing was written")
 
 
 def _run(args: argparse.Namespace) -> int:
     from harness import results as res
-    from harness.report import format_table
     from harness.runner import prepare, run_tasks
     from system.info import system_info
 
     paths = expand_config_args(args.config)
     tasks = load_configs(paths)
-    prepared = prepare(tasks, skip_unavailable=args.skip_unavailable)
-    log.info("%d task(s) validated", len(prepared))
-    record = res.RunRecord(started=res.now(), config_files=[str(p) for p in paths], system=system_info())
-    out = res.result_path(args.results_dir)
-    try:
-        run_tasks(prepared, record, out)
-    except KeyboardInterrupt:
-        record.interrupted = True
-        if record.tasks:
+    with sigterm_as_interrupt():
+        prepared = prepare(tasks, skip_unavailable=args.skip_unavailable)
+        log.info("%d task(s) validated", len(prepared))
+        out = res.claim_result_path(args.results_dir)  # one line now if the folder cannot be written
+        record = res.RunRecord(started=res.now(), config_files=[str(p) for p in paths], system=system_info())
+        try:
             res.save(record, out)
-        raise
-    finally:
-        if record.tasks:
-            print(format_table(record.tasks))
-            print("\nresults: {}".format(out))
+            run_tasks(prepared, record, out)
+        except KeyboardInterrupt as exc:
+            status, word = interruption(exc)
+            kept = ("finished tasks are kept in {}".format(out) if record.tasks else
+                    "no task had finished; {} records the {} run".format(out, word))
+            print("{}: {}; {}".format(PROG, word, kept), file=sys.stderr)
+            return status
+        finally:
+            _print_outcome(record, out)
     if args.compare:
         from harness.compare import report_for_run
 
         print("\n" + report_for_run(out))
     return 0
+
+
+def _print_outcome(record: Any, out: Path) -> None:
+    """The score table of what finished, what failed and what did not run, and where the results are."""
+    from harness.report import format_table
+
+    lines = [format_table(record.tasks)] if record.tasks else []
+    lines += ["{}: failed (no score): {}".format(f["source"], f["error"]) for f in record.failed]
+    if record.not_run:
+        lines.append("not run: {}".format(", ".join(record.not_run)))
+    print("\n".join(lines + ["", "results: {}".format(out)]).lstrip("\n"))
 
 
 def _subcommand(argv: Sequence[str], fn: Callable[[Sequence[str]], int]) -> int:

@@ -108,12 +108,17 @@ def device_name(task: TaskResult, system: Dict[str, Any]) -> str:
 def build_rows(records: Sequence[Tuple[Path, RunRecord]]) -> Tuple[List[Row], List[str]]:
     """One row per throughput or latency result, grouped by workload in order of first appearance."""
     rows: List[Row] = []
-    skipped = 0
+    skipped = damaged = 0
     for path, record in records:
         for task in record.tasks:
-            fps = task.throughput_fps
-            if task.metric not in ("throughput", "latency") or not fps or not math.isfinite(fps):
+            if task.metric not in ("throughput", "latency"):
                 skipped += 1
+                continue
+            fps = task.throughput_fps
+            if (not isinstance(task.params, dict) or not isinstance(task.model, dict)
+                    or not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps)
+                    or fps <= 0):
+                damaged += 1  # a hand-edited or damaged file: its row would be a wrong number
                 continue
             p = task.params
             rows.append(Row(number=0, file=path.name, device=device_name(task, record.system or {}),
@@ -130,6 +135,9 @@ def build_rows(records: Sequence[Tuple[Path, RunRecord]]) -> Tuple[List[Row], Li
     for i, r in enumerate(rows, start=1):
         r.number = i
     notes = ["{} result(s) without a speed (accuracy) left out".format(skipped)] if skipped else []
+    if damaged:
+        notes.append("{} result(s) left out: params, model or throughput missing or not a positive number "
+                     "(a damaged file?)".format(damaged))
     return rows, notes
 
 
@@ -300,11 +308,19 @@ def write_outputs(c: Comparison, csv_path: Optional[Path], png_path: Optional[Pa
     """Write the CSV and the PNG; returns lines saying what was written (or why the chart was not)."""
     lines = []
     if csv_path is not None:
-        atomic_write_text(csv_path, comparison_csv(c))
+        try:
+            atomic_write_text(csv_path, comparison_csv(c))
+        except OSError as exc:
+            raise ConfigError("compare: {}: cannot write the CSV ({})".format(
+                csv_path, exc.strerror or type(exc).__name__)) from None
         lines.append("csv: {}".format(csv_path))
     if png_path is not None:
         try:
-            write_png(c, png_path)
+            try:
+                write_png(c, png_path)
+            except OSError as exc:
+                raise ConfigError("compare: {}: cannot write the chart ({})".format(
+                    png_path, exc.strerror or type(exc).__name__)) from None
             lines.append("chart: {}".format(png_path))
         except MLMarkError as exc:
             if png_required:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from core.errors import ConfigError
+from core.errors import ConfigError, clean, shown
 
 log = logging.getLogger("mlmark.config")
 
@@ -78,13 +78,16 @@ class Task:
 
 
 def expand_config_args(args: Sequence[str]) -> List[Path]:
-    """Expand -c arguments (files or shell globs the shell did not expand) into config paths."""
+    """Expand -c arguments (files or shell globs the shell did not expand) into config paths.
+
+    An existing file is taken as it is, even when its name holds glob characters (run[1].json).
+    """
     paths: List[Path] = []
     for arg in args:
-        if glob.has_magic(arg):
+        if glob.has_magic(arg) and not os.path.isfile(arg):
             matches = sorted(glob.glob(arg))
             if not matches:
-                raise ConfigError("{}: no config file matches this pattern".format(arg))
+                raise ConfigError("{}: no config file matches this pattern".format(clean(arg)))
             paths.extend(Path(m) for m in matches)
         else:
             paths.append(Path(arg))
@@ -110,15 +113,44 @@ def _read_task_list(path: Path) -> List[Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("{}: cannot read config file ({})".format(path, exc)) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise ConfigError("{}: malformed JSON at line {} column {}: {}".format(
             path, exc.lineno, exc.colno, exc.msg)) from None
+    except _DuplicateKey as exc:
+        raise ConfigError("{}: duplicate key {} in one JSON object; give each field once".format(
+            path, exc)) from None
+    except RecursionError:
+        raise ConfigError("{}: the JSON is nested too deeply to be a task list".format(path)) from None
     if not isinstance(data, list):
         raise ConfigError("{}: a config must be a JSON list of tasks "
                           "[{{\"target\": ..., \"workload\": ..., \"params\": {{...}}}}], got a JSON {}".format(
                               path, _json_type(data)))
     return data
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object names one key twice (json keeps the last silently)."""
+
+
+def _no_duplicate_keys(pairs: List[Any]) -> Dict[str, Any]:
+    seen: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey("'{}'".format(key) if len(key) <= 60 else shown(key))
+        seen[key] = value
+    return seen
+
+
+class _LongInteger(str):
+    """An integer literal too long to be any field's value, kept as text: Python refuses to convert
+    integers of thousands of digits, and no bound here needs more than a few."""
+
+    number_text = True
+
+
+def _parse_int(text: str) -> Any:
+    return int(text) if len(text) <= 30 else _LongInteger(text)
 
 
 def parse_task(raw: Any, source: str, index: int, base_dir: Path = Path(".")) -> Task:
@@ -141,7 +173,7 @@ def parse_task(raw: Any, source: str, index: int, base_dir: Path = Path(".")) ->
     workload = _string(raw["workload"], source, "workload")
     if workload not in workload_names():
         raise ConfigError("{}: unknown workload '{}' (allowed: {})".format(
-            source, workload, ", ".join(workload_names())))
+            source, clean(workload), ", ".join(workload_names())))
     params = raw["params"]
     if not isinstance(params, dict):
         raise ConfigError("{}: field 'params' must be a JSON object, got a JSON {}".format(source, _json_type(params)))
@@ -169,9 +201,10 @@ def _parse_params(p: Dict[str, Any], source: str, target: str, target_options: S
     mode = _choice(p["mode"], source, "params.mode", MODES)
     hardware = _choice(p["hardware"], source, "params.hardware", HARDWARE)
     precision = _choice(p["precision"], source, "params.precision", PRECISIONS)
-    if "batch" in p and "batch_size" in p and p["batch"] != p["batch_size"]:
+    if "batch" in p and "batch_size" in p and not (
+            type(p["batch"]) is type(p["batch_size"]) and p["batch"] == p["batch_size"]):
         raise ConfigError("{}: params.batch ({}) and params.batch_size ({}) disagree; give one".format(
-            source, p["batch"], p["batch_size"]))
+            source, shown(p["batch"]), shown(p["batch_size"])))
     batch_key = "batch" if "batch" in p else "batch_size"
     batch = _positive_int(p.get(batch_key, 1), source, "params." + batch_key, MAX_BATCH)
     concurrency = _positive_int(p.get("concurrency", 1), source, "params.concurrency", MAX_CONCURRENCY)
@@ -205,12 +238,19 @@ def _parse_params(p: Dict[str, Any], source: str, target: str, target_options: S
 def _model_path(value: Any, source: str, base_dir: Path) -> str:
     text = _string(value, source, "params.model")
     path = Path(os.path.expanduser(text))
-    if not path.is_absolute() and not path.exists() and (base_dir / path).exists():
-        path = base_dir / path  # relative to the config file when not found from the current folder
-    if not path.is_file():
-        raise ConfigError("{}: params.model: file not found: {}".format(source, text))
+    try:
+        if not path.is_absolute() and not path.exists() and (base_dir / path).exists():
+            path = base_dir / path  # relative to the config file when not found from the current folder
+        if path.is_dir():
+            raise ConfigError("{}: params.model: {} is a folder, not an ONNX file".format(source, clean(text)))
+        found = path.is_file()
+    except OSError:  # a name too long for the file system, say
+        found = False
+    if not found:
+        raise ConfigError("{}: params.model: file not found: {}".format(source, clean(text)))
     if path.suffix.lower() != ".onnx":
-        raise ConfigError("{}: params.model: {} is not an ONNX file (expected a .onnx file)".format(source, text))
+        raise ConfigError("{}: params.model: {} is not an ONNX file (expected a .onnx file)".format(
+            source, clean(text)))
     return str(path.resolve())
 
 
@@ -221,33 +261,33 @@ def _json_type(value: Any) -> str:
 
 def _string(value: Any, source: str, name: str) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError("{}: field '{}' must be a non-empty string, got {}".format(source, name, json.dumps(value)))
+        raise ConfigError("{}: field '{}' must be a non-empty string, got {}".format(source, name, shown(value)))
     return value
 
 
 def _choice(value: Any, source: str, name: str, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ConfigError("{}: unknown {} {} (allowed: {})".format(
-            source, name, json.dumps(value), ", ".join(allowed)))
+            source, name, shown(value), ", ".join(allowed)))
     return value
 
 
 def _positive_int(value: Any, source: str, name: str, bound: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
         raise ConfigError("{}: {} must be a positive integer no larger than {}, got {}".format(
-            source, name, bound, json.dumps(value)))
+            source, name, bound, shown(value)))
     return value
 
 
 def _nonneg_int(value: Any, source: str, name: str, bound: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= bound:
         raise ConfigError("{}: {} must be an integer from 0 to {}, got {}".format(
-            source, name, bound, json.dumps(value)))
+            source, name, bound, shown(value)))
     return value
 
 
 def _number(value: Any, source: str, name: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
         raise ConfigError("{}: {} must be a number from {:g} to {:g}, got {}".format(
-            source, name, lo, hi, json.dumps(value)))
+            source, name, lo, hi, shown(value)))
     return float(value)

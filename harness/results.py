@@ -8,13 +8,16 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import itertools
 import json
+import os
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from core import __version__
+from core.errors import ConfigError, RunError
 from core.fileio import atomic_write_json, atomic_write_text
 from harness.measures import shown
 
@@ -49,7 +52,7 @@ class TaskResult:
 
     @property
     def synthetic(self) -> bool:
-        return self.model.get("weights") == "synthetic"
+        return isinstance(self.model, dict) and self.model.get("weights") == "synthetic"
 
 
 @dataclass
@@ -63,6 +66,10 @@ class RunRecord:
     schema: str = SCHEMA
     tasks: List[TaskResult] = field(default_factory=list)
     interrupted: bool = False
+    #: tasks that failed (never a score): source, target, workload, params, error, started, finished
+    failed: List[Dict[str, Any]] = field(default_factory=list)
+    #: tasks not run because the run stopped before them (interrupted, or after a failure), by source
+    not_run: List[str] = field(default_factory=list)
 
 
 def now() -> str:
@@ -70,16 +77,25 @@ def now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def result_path(results_dir: Path) -> Path:
-    """Results/<timestamp>-<host>.json for a new invocation (never overwrites an earlier one)."""
+def claim_result_path(results_dir: Path) -> Path:
+    """Create Results/<timestamp>-<host>[-N].json for a new invocation, exclusively: two runs started in the same
+    second never share a file. ConfigError (one line) when the folder cannot be written, before any task runs."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
-    path = results_dir / "{}-{}.json".format(stamp, host)
-    n = 1
-    while path.exists():
-        n += 1
-        path = results_dir / "{}-{}-{}.json".format(stamp, host, n)
-    return path
+    results_dir = Path(results_dir)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(1):
+            path = results_dir / "{}-{}{}.json".format(stamp, host, "" if n == 1 else "-{}".format(n))
+            try:
+                os.close(os.open(str(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise ConfigError("{}: cannot write results there ({}); give -r a folder you can write to".format(
+            results_dir, exc.strerror or type(exc).__name__)) from None
+    raise AssertionError("unreachable")
 
 
 CSV_COLUMNS = ("target", "workload", "hardware", "precision", "batch", "concurrency", "mode", "metric", "score",
@@ -104,9 +120,12 @@ def to_csv(record: RunRecord) -> str:
 
 
 def save(record: RunRecord, path: Path) -> None:
-    """Write the JSON and the CSV beside it, each atomically."""
-    atomic_write_json(path, asdict(record))
-    atomic_write_text(path.with_suffix(".csv"), to_csv(record))
+    """Write the JSON and the CSV beside it, each atomically; RunError (one line) if the disk refuses."""
+    try:
+        atomic_write_json(path, asdict(record))
+        atomic_write_text(path.with_suffix(".csv"), to_csv(record))
+    except OSError as exc:
+        raise RunError("{}: cannot write the results file ({})".format(path, exc.strerror or exc)) from None
 
 
 def load(path: Path) -> RunRecord:

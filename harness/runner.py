@@ -132,6 +132,10 @@ def prepare(tasks: Sequence[Task], skip_unavailable: bool = False) -> List[Prepa
         if isinstance(batch_dim, int) and batch_dim != p.batch:
             raise ModelError("{}: the model's batch dimension is fixed at {}, the task asks batch {}; "
                              "use a model with a dynamic batch dimension".format(task.source, batch_dim, p.batch))
+        try:
+            target.preflight(load_request(workload, model, p.hardware, p.precision, p.batch, p.concurrency, p.options))
+        except MLMarkError as exc:
+            raise type(exc)("{}: {}".format(task.source, exc)) from None
         prepared.append(PreparedTask(task=task, target=target, workload=workload, model=model))
     if not prepared and tasks:
         raise TargetUnavailable("none of the {} task(s) can run on this machine (see the warnings above)".format(
@@ -289,18 +293,32 @@ def _threaded(session: Session, inputs: Any, concurrency: int,
         t.start()
     start = _clock()
     deadline[0] = start + (seconds or 0.0)
-    barrier.wait()
     try:
+        barrier.wait()
         for t in threads:
             while t.is_alive():
                 t.join(0.1)  # short joins keep Ctrl-C responsive
     except KeyboardInterrupt:
+        # Stop the slots and wait for the inferences in flight: a process that exits while a target's
+        # threads are inside its library can abort ("terminate called without an active exception").
         stop.set()
+        barrier.abort()
+        _join_all(threads)
         raise
     wall = _clock() - start
     if errors:
         raise errors[0]
     return wall
+
+
+def _join_all(threads: Sequence[threading.Thread]) -> None:
+    """Wait for every thread to end, even through a second Ctrl-C (the slots stop after one inference)."""
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join(0.1)
+            except KeyboardInterrupt:
+                log.warning("stopping: waiting for the inferences in flight to finish")
 
 
 @contextlib.contextmanager
@@ -317,34 +335,61 @@ def _target_errors(pt: PreparedTask, doing: str) -> Iterator[None]:
 
 
 def run_tasks(prepared: Sequence[PreparedTask], record: Any, out: Any) -> None:
-    """Run each task and rewrite the results file after each one, so a later failure loses nothing."""
-    from harness import results as res
-    from harness.performance import performance_result
+    """Run each task and rewrite the results file after each one, so a later failure loses nothing.
 
-    for pt in prepared:
-        task, p = pt.task, pt.task.params
+    A task that fails is recorded with its error (never a score) and the tasks after it as not run,
+    then its error is raised; Ctrl-C or SIGTERM records the run as interrupted, this task and the
+    later ones as not run.
+    """
+    from harness import results as res
+
+    for i, pt in enumerate(prepared):
+        task = pt.task
         log.info("%s: %s", task.source, task.label)
         started = res.now()
-        with _target_errors(pt, "loading the model"):
-            session = load(pt)
-        with session, _target_errors(pt, "running"):
-            post = "host (harness, numpy)" if pt.workload.has_postprocess else None
-            base = dict(source=task.source, target=task.target, workload=task.workload, params=p.to_dict(),
-                        model=pt.model.to_dict(), target_info=dict(session.info), versions=pt.target.versions(),
-                        postprocess=post, started=started)
-            if p.mode == "accuracy":
-                from harness.accuracy import run_accuracy
-
-                result = run_accuracy(pt, session, base)
-            else:
-                m = measure(pt, session)
-                result = performance_result(base, p, m)
-                if m.timed_by_target:
-                    result.target_info["timed_loop"] = "the target's own library (no Python per inference)"
-                    result.target_info.update(m.native_info)
-                    if m.gpu_s:
-                        result.target_info["gpu_compute_ms"] = summarize(m.gpu_s).to_dict()
-        result.finished = res.now()
+        try:
+            result = run_task(pt, started)
+        except MLMarkError as exc:
+            record.failed.append(dict(source=task.source, target=task.target, workload=task.workload,
+                                      params=task.params.to_dict(), error=str(exc), started=started,
+                                      finished=res.now()))
+            record.not_run = [p.task.source for p in prepared[i + 1:]]
+            res.save(record, out)
+            raise
+        except KeyboardInterrupt:
+            record.interrupted = True
+            record.not_run = [p.task.source for p in prepared[i:]]
+            res.save(record, out)
+            raise
         record.tasks.append(result)
         res.save(record, out)
         log.info("%s: %s %s %s", task.source, result.metric, sig3(result.score), result.units)
+
+
+def run_task(pt: PreparedTask, started: str) -> Any:
+    """Load the task's model, measure or score it, and return its TaskResult."""
+    from harness import results as res
+    from harness.performance import performance_result
+
+    task, p = pt.task, pt.task.params
+    with _target_errors(pt, "loading the model"):
+        session = load(pt)
+    with session, _target_errors(pt, "running"):
+        post = "host (harness, numpy)" if pt.workload.has_postprocess else None
+        base = dict(source=task.source, target=task.target, workload=task.workload, params=p.to_dict(),
+                    model=pt.model.to_dict(), target_info=dict(session.info), versions=pt.target.versions(),
+                    postprocess=post, started=started)
+        if p.mode == "accuracy":
+            from harness.accuracy import run_accuracy
+
+            result = run_accuracy(pt, session, base)
+        else:
+            m = measure(pt, session)
+            result = performance_result(base, p, m)
+            if m.timed_by_target:
+                result.target_info["timed_loop"] = "the target's own library (no Python per inference)"
+                result.target_info.update(m.native_info)
+                if m.gpu_s:
+                    result.target_info["gpu_compute_ms"] = summarize(m.gpu_s).to_dict()
+    result.finished = res.now()
+    return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Dict, List
 
-from core.errors import ConfigError
+from core.errors import ConfigError, clean
 from targets.base import Target
 
 # name -> "module:class"; modules are imported only when the target is used, so a missing
@@ -36,7 +36,7 @@ def get_target(name: str, source: str = "") -> Target:
         if name in MLMARK_ONLY_TARGETS:
             raise ConfigError("{}target '{}' is an MLMark 1.0 target this project does not provide "
                               "(provided: {})".format(prefix, name, ", ".join(target_names())))
-        raise ConfigError("{}unknown target '{}' (allowed: {})".format(prefix, name, ", ".join(target_names())))
+        raise ConfigError("{}unknown target '{}' (allowed: {})".format(prefix, clean(name), ", ".join(target_names())))
     module_name, class_name = _REGISTRY[name].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls()

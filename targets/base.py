@@ -154,6 +154,13 @@ class Target(abc.ABC):
         """Extra advice appended when a task's hardware or precision is refused."""
         return ""
 
+    def preflight(self, request: LoadRequest) -> None:
+        """Raise what load() would refuse that can be known without loading (a file the precision needs, say).
+
+        Called for every task before the first one runs, so that a refusal never comes after minutes of
+        measurements; it must be quick and must not touch a device.
+        """
+
     @abc.abstractmethod
     def load(self, request: LoadRequest) -> Session:
         """Prepare the model for request's hardware, precision, batch and concurrency."""

@@ -1,4 +1,4 @@
-"""Shared fixtures. GPU tests are marked `gpu` and run only with MLMARK_GPU_TESTS=1 (CI has no GPU)."""
+"""Shared fixtures. GPU tests are marked `gpu` and run only with --gpu or MLMARK_GPU_TESTS=1 (CI has no GPU)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser: Any) -> None:
+    parser.addoption("--gpu", action="store_true", default=False,
+                     help="run the tests marked gpu (needs an NVIDIA GPU); same as MLMARK_GPU_TESTS=1")
+
+
 def pytest_collection_modifyitems(config: Any, items: Any) -> None:
-    if os.environ.get("MLMARK_GPU_TESTS") == "1":
+    if config.getoption("--gpu") or os.environ.get("MLMARK_GPU_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="GPU test: set MLMARK_GPU_TESTS=1 on a machine with an NVIDIA GPU")
     for item in items:
@@ -29,14 +34,15 @@ def models_dir(tmp_path: Path, monkeypatch: Any) -> Path:
     return d
 
 
-def write_tiny_classifier(path: Path, classes: int = 1001, hw: int = 224, bad_op: bool = False) -> Path:
+def write_tiny_classifier(path: Path, classes: int = 1001, hw: int = 224, bad_op: bool = False,
+                          channels: int = 3) -> Path:
     """A tiny ONNX classifier with a workload's I/O (input [N,3,hw,hw] -> logits [N,classes]) for fast tests."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(1)
-    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    w = numpy_helper.from_array(rng.standard_normal((8, channels, 3, 3)).astype(np.float32), "w")
     fc = numpy_helper.from_array(rng.standard_normal((8, classes)).astype(np.float32), "fc")
     nodes = [
         helper.make_node("Conv", ["input", "w"], ["c"], strides=[4, 4]),
@@ -49,7 +55,7 @@ def write_tiny_classifier(path: Path, classes: int = 1001, hw: int = 224, bad_op
         nodes.append(helper.make_node("NoSuchOp", ["logits"], ["unused"], domain="no.such.domain"))
     graph = helper.make_graph(
         nodes, "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, hw, hw])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", channels, hw, hw])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
         initializer=[w, fc])
     opsets = [helper.make_opsetid("", 13)] + ([helper.make_opsetid("no.such.domain", 1)] if bad_op else [])

@@ -152,9 +152,14 @@ def test_default_output_files_beside_results(study: List[Path], capsys: Any) -> 
     folder = study[0].parent
     assert len(list(folder.glob("compare-*.csv"))) == 1
     printed = capsys.readouterr().out
-    assert "chart:" in printed  # written, or "not written" naming matplotlib when it is absent
-    if "not written" in printed:
-        assert "pip install matplotlib" in printed
+    charts = list(folder.glob("compare-*.png"))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "chart: not written: the bar chart needs matplotlib (pip install matplotlib)" in printed and not charts
+    else:
+        assert len(charts) == 1 and "chart: {}".format(charts[0]) in printed
+        assert charts[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_missing_matplotlib(study: List[Path], tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:

@@ -164,8 +164,8 @@ def test_guard_on_ctrl_c_and_success(capsys: pytest.CaptureFixture) -> None:
     def interrupted() -> int:
         raise KeyboardInterrupt
 
-    assert guarded("tool", 0, interrupted, interrupted="stopped; nothing lost") == EXIT_INTERRUPTED
-    assert capsys.readouterr().err == "tool: stopped; nothing lost\n"
+    assert guarded("tool", 0, interrupted, interrupted="nothing lost") == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "tool: interrupted; nothing lost\n"
     assert guarded("tool", 0, lambda: 0) == 0
     with pytest.raises(ZeroDivisionError):  # a bug is not a user error: it keeps its traceback
         guarded("tool", 0, lambda: 1 // 0)

@@ -230,6 +230,8 @@ def test_harness_warns_once_before_any_int8_task_runs(tmp_path: Path, tiny: Path
     from harness.runner import prepare
 
     monkeypatch.setattr(tb, "TABLE_DIR", tmp_path)
+    # The target's own check (a Q/DQ model made from this table) is not what this test is about.
+    monkeypatch.setattr("precision.qdq.resolve_qdq", lambda model, workload: None)
     write_table(tb.table_path("mobilenet"), _table_for(["x"]), {"model": {"sha256": "cd" * 32}})
     raw = {"target": "onnxruntime", "workload": "mobilenet",
            "params": {"mode": "throughput", "hardware": "cpu", "precision": "int8", "batch": 1,

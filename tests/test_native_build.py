@@ -18,7 +18,7 @@ from typing import Any, Dict, List, NamedTuple
 import numpy as np
 import pytest
 
-from core.errors import ConfigError, ModelError, TargetUnavailable, UnsupportedTask
+from core.errors import ConfigError, MLMarkError, ModelError, TargetUnavailable, UnsupportedTask
 from targets.native import library as native
 from targets.native import selftest
 from targets.native import tensorrt as trt
@@ -326,10 +326,17 @@ def test_engine_loop_without_gpu_or_tensorrt_is_one_line(built: Built, tmp_path:
     lib = native.load_library(built.library)
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"\0" * 128)
-    # No GPU (TargetUnavailable), no TensorRT in the build (UnsupportedTask), or, with both, a file that is no
-    # engine (ModelError): whichever applies, one line and no crash.
-    with pytest.raises((TargetUnavailable, UnsupportedTask, ModelError)) as err:
+    # No GPU: TargetUnavailable; a GPU but no TensorRT in the build: UnsupportedTask; both: the file is no
+    # engine, ModelError. Each as one line and no crash.
+    try:
+        lib.device_count()
+        gpu = True
+    except TargetUnavailable:
+        gpu = False
+    expected = TargetUnavailable if not gpu else (ModelError if lib.trt_info().built_with_tensorrt else UnsupportedTask)
+    with pytest.raises(MLMarkError) as err:
         NativeLoop(LoopSettings(iterations=5), EngineWorkload(engine), lib)
+    assert type(err.value) is expected, (gpu, str(err.value))
     assert "\n" not in str(err.value)
 
 

@@ -171,8 +171,8 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_tasks(tmp_path: Path, tiny: Pat
     proc = subprocess.Popen([sys.executable, str(REPO / "harness" / "mlmark.py"), "-c", str(cfg), "-r", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 60
-    while time.time() < deadline and not list(out.glob("*.json")):
-        time.sleep(0.1)
+    while time.time() < deadline and not any(res.load(f).tasks for f in out.glob("*.json") if f.stat().st_size):
+        time.sleep(0.1)  # the results file exists from the start; wait until task 1 is in it
     time.sleep(0.5)  # well inside task 2
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)

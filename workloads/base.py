@@ -77,10 +77,20 @@ class Workload:
         return {1: 3 if nchw else h, 2: h if nchw else w, 3: w if nchw else 3}[axis]
 
     def check_io(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], model: str) -> None:
-        """Refuse a model whose inputs or outputs do not fit this workload."""
-        if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise ModelError("{}: {} expects one image input of rank 4, the model has inputs {}".format(
-                model, self.name, [(s.name, list(s.shape)) for s in inputs]))
+        """Refuse a model whose inputs or outputs do not fit this workload (a score would be another network's)."""
+        h, w = self.input_hw
+        want = "one input [batch, 3, {h}, {w}] (NCHW) or [batch, {h}, {w}, 3] (NHWC) of float32, float16 or " \
+               "uint8".format(h=h, w=w)
+        if len(inputs) != 1:
+            raise ModelError("{}: {} expects {}, the model has {} inputs {}".format(
+                model, self.name, want, len(inputs), [(s.name, _dims(s.shape)) for s in inputs]))
+        shape, dtype = tuple(inputs[0].shape), inputs[0].dtype
+        fits = lambda d, n: not isinstance(d, int) or d == n  # noqa: E731 (a symbolic dimension takes any size)
+        nchw = len(shape) == 4 and fits(shape[1], 3) and fits(shape[2], h) and fits(shape[3], w)
+        nhwc = len(shape) == 4 and fits(shape[3], 3) and fits(shape[1], h) and fits(shape[2], w)
+        if not (nchw or nhwc) or dtype not in ("float32", "float16", "uint8"):
+            raise ModelError("{}: {} expects {}, the model's input {} is {} {}".format(
+                model, self.name, want, inputs[0].name, _dims(shape), dtype))
         if self.kind == "classification":
             if len(outputs) < 1 or len(outputs[0].shape) != 2 or outputs[0].shape[1] not in self.num_classes:
                 raise ModelError("{}: {} expects output 0 of shape [batch, {}], the model has {}".format(
@@ -117,3 +127,8 @@ class Workload:
             return TopKScorer(self.name, self.num_classes, output_names)
         return CocoScorer(subset.annotations, scores_output_classes(outputs, self.num_classes[0]), output_names,
                           self.postprocess)
+
+
+def _dims(shape: Sequence[Any]) -> str:
+    """[batch, 3, 224, 224]: a shape as error lines show it, symbolic dimensions by name."""
+    return "[{}]".format(", ".join(str(d) if d is not None else "?" for d in shape))

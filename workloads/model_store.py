@@ -65,10 +65,14 @@ def synthetic_model(workload: Workload) -> ModelFile:
         log.info("generating %s with synthetic weights (first use) into %s", workload.title, path)
         t0 = time.perf_counter()
         data = workload.build_synthetic(seed=0).SerializeToString()
-        atomic_write_bytes(path, data)
-        atomic_write_json(sidecar, {"workload": workload.name, "weights": WEIGHTS_SYNTHETIC,
-                                    "generator_version": version, "seed": 0, "sha256": sha256_file(path),
-                                    "created": datetime.datetime.now().isoformat(timespec="seconds")})
+        try:
+            atomic_write_bytes(path, data)
+            atomic_write_json(sidecar, {"workload": workload.name, "weights": WEIGHTS_SYNTHETIC,
+                                        "generator_version": version, "seed": 0, "sha256": sha256_file(path),
+                                        "created": datetime.datetime.now().isoformat(timespec="seconds")})
+        except OSError as exc:
+            raise ModelError("{}: cannot write the generated model there ({}); set MLMARK_MODELS to a folder you "
+                             "can write to".format(folder, exc.strerror or type(exc).__name__)) from None
         log.info("generated %s (%.1f MB) in %.1f s", path.name, len(data) / 1e6, time.perf_counter() - t0)
     return _describe(path, workload, source="generated", sidecar=sidecar)
 

@@ -101,6 +101,12 @@ class OnnxRuntimeTarget(Target):
     def versions(self) -> Dict[str, str]:
         return {"onnxruntime": _ort().__version__}
 
+    def preflight(self, request: LoadRequest) -> None:
+        if request.precision == "int8":
+            from precision.qdq import resolve_qdq
+
+            resolve_qdq(request.model_path, request.workload)  # ModelError naming utility/calibrate.py
+
     def load(self, request: LoadRequest) -> Session:
         ort = _ort()
         options = OnnxRuntimeOptions.parse(request.options, "target onnxruntime")
