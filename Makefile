@@ -1,5 +1,7 @@
 # Quick start: `make run` (set up, then run config/default.json) and `make test` (set up, then test).
-PYTHON ?= python3
+# The Python the venv is made with: empty picks one (utility/find_python.sh: python3 if 3.8 or newer,
+# else python3.8 ... python3.13); with none it prints the command that installs one and stops.
+PYTHON ?=
 VENV ?= .venv
 # The oldest Python the project supports (JetPack 5); tests run under it too where it is installed.
 # A pyenv shim answers `command -v` even when 3.8 is not selected, so test that it runs; pyenv's own
@@ -13,16 +15,12 @@ PYTEST_ARGS ?= -q
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test]'
+$(VENV)/.installed: pyproject.toml utility/setup_venv.sh utility/find_python.sh
+	sh utility/setup_venv.sh $(if $(PYTHON),--python '$(PYTHON)') $(VENV)
 	touch $@
 
-$(VENV38)/.installed: pyproject.toml
-	$(PYTHON38) -m venv $(VENV38)
-	$(VENV38)/bin/python -m pip install -q --upgrade pip
-	$(VENV38)/bin/python -m pip install -q -e '.[test]'
+$(VENV38)/.installed: pyproject.toml utility/setup_venv.sh utility/find_python.sh
+	sh utility/setup_venv.sh --python '$(PYTHON38)' $(VENV38)
 	touch $@
 
 run: $(VENV)/.installed
