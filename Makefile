@@ -31,12 +31,16 @@ test: test-default test-py38
 test-default: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# Skipped where $(VENV) runs 3.8 itself (JetPack 4.6 and 5): the second run would repeat the first.
 test-py38:
 ifeq ($(PYTHON38),)
 	@echo "python3.8 not found: the Python 3.8 test run is skipped (set PYTHON38=/path/to/python3.8)"
 else
-	$(MAKE) $(VENV38)/.installed
-	$(VENV38)/bin/python -m pytest $(PYTEST_ARGS) -p no:cacheprovider
+	@if [ "$$($(VENV)/bin/python -c 'import sys; print(sys.version_info[:2] == (3, 8))' 2>/dev/null)" = True ]; then \
+		echo "$(VENV) runs Python 3.8: no second test run"; \
+	else \
+		$(MAKE) $(VENV38)/.installed && $(VENV38)/bin/python -m pytest $(PYTEST_ARGS) -p no:cacheprovider; \
+	fi
 endif
 
 clean:
