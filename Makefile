@@ -1,4 +1,6 @@
 # Quick start: `make run` (set up, then run config/default.json) and `make test` (set up, then test).
+# On a Jetson, `make jetson` then builds the native library with JetPack's CUDA and TensorRT and runs
+# the TensorRT self-test.
 # The Python the venv is made with: empty picks one (utility/find_python.sh: python3 if 3.8 or newer,
 # else python3.8 ... python3.13); with none it prints the command that installs one and stops.
 PYTHON ?=
@@ -11,7 +13,10 @@ PYTHON38 ?= $(shell for p in python3.8 $$HOME/.pyenv/versions/3.8*/bin/python3.8
 VENV38 ?= .venv38
 PYTEST_ARGS ?= -q
 
-.PHONY: run test test-default test-py38 setup clean
+# Parallel jobs for the native build (CMake 3.10 has no --parallel: the flag goes to make).
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: run test test-default test-py38 setup jetson clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +47,14 @@ else
 		$(MAKE) $(VENV38)/.installed && $(VENV38)/bin/python -m pytest $(PYTEST_ARGS) -p no:cacheprovider; \
 	fi
 endif
+
+# CMake 3.10's form (JetPack 4.6's CMake has no -S/-B), into the folder the Python side loads the library
+# from. CMake finds nvcc in /usr/local/cuda/bin and JetPack's TensorRT itself; MLMARK_WITH_TENSORRT=ON makes
+# a missing TensorRT an error rather than a library without it.
+jetson: $(VENV)/.installed
+	mkdir -p build/cpp_environment && cd build/cpp_environment && cmake ../../cpp_environment -DMLMARK_WITH_TENSORRT=ON \
+		$(if $(MLMARK_CUDA_ARCHS),-DMLMARK_CUDA_ARCHS='$(MLMARK_CUDA_ARCHS)') && cmake --build . -- -j$(JOBS)
+	$(VENV)/bin/mlmark selftest --tensorrt
 
 clean:
 	rm -rf $(VENV) $(VENV38) build *.egg-info

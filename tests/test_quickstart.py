@@ -1,5 +1,5 @@
-"""The quick start's setup: which Python `make` picks (utility/find_python.sh) and what the venv sees on a Jetson
-(utility/setup_venv.sh).
+"""The quick start's setup: which Python `make` picks (utility/find_python.sh), what the venv sees on a Jetson
+(utility/setup_venv.sh), and `make jetson`'s CMake form.
 
 The interpreters are stand-ins: tiny shell scripts on a PATH that holds nothing else, answering the scripts'
 `-c` probes with a version (and, for the OpenCV probe, numpy's major version or a failure). The Jetson
@@ -207,3 +207,30 @@ def test_setup_with_no_usable_python_creates_nothing(bin_dir: Path, tmp_path: Pa
     proc = _run([SH, str(SETUP_VENV), str(venv)], _env(bin_dir, _root(tmp_path, "20.04", jetson=True)))
     assert proc.returncode == 1 and proc.stdout == "" and proc.stderr.count("\n") == 1
     assert not venv.exists()
+
+
+# --- make jetson and the first-score configs ------------------------------------------------------
+
+
+def test_make_jetson_builds_in_cmake_3_10_form_then_runs_the_tensorrt_selftest(tmp_path: Path) -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("needs make")
+    venv = tmp_path / "venv"
+    proc = subprocess.run([make, "-n", "jetson", "VENV={}".format(venv)], cwd=str(REPO), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.replace("\\\n", " ").splitlines()
+    (build,) = [line for line in lines if "cmake" in line]
+    assert build.startswith("mkdir -p build/cpp_environment && cd build/cpp_environment && cmake ../../cpp_environment")
+    assert "cmake --build . -- -j" in build
+    assert not re.search(r"\s-[SB]\s", build)  # CMake 3.10 has neither
+    assert lines[-1] == "{}/bin/mlmark selftest --tensorrt".format(venv)
+
+
+@pytest.mark.parametrize("board", ["nano", "xavier", "orin"])
+def test_each_boards_first_score_config_is_its_throughput_then_its_latency_task(board: str) -> None:
+    both = json.loads((REPO / "config" / "trt-{}-mobilenet-fp16.json".format(board)).read_text())
+    parts = [json.loads((REPO / "config" / "trt-{}-mobilenet-fp16-{}.json".format(board, mode)).read_text())[0]
+             for mode in ("throughput", "latency")]
+    assert both == parts
