@@ -1,5 +1,5 @@
 """The quick start's setup: which Python `make` picks (utility/find_python.sh), what the venv sees on a Jetson
-(utility/setup_venv.sh), and `make jetson`'s CMake form.
+(utility/setup_venv.sh), `make jetson`'s CMake form, and the README's commands, configs and CI call.
 
 The interpreters are stand-ins: tiny shell scripts on a PATH that holds nothing else, answering the scripts'
 `-c` probes with a version (and, for the OpenCV probe, numpy's major version or a failure). The Jetson
@@ -209,7 +209,7 @@ def test_setup_with_no_usable_python_creates_nothing(bin_dir: Path, tmp_path: Pa
     assert not venv.exists()
 
 
-# --- make jetson and the first-score configs ------------------------------------------------------
+# --- make jetson, the README and CI -------------------------------------------------------------
 
 
 def test_make_jetson_builds_in_cmake_3_10_form_then_runs_the_tensorrt_selftest(tmp_path: Path) -> None:
@@ -228,9 +228,51 @@ def test_make_jetson_builds_in_cmake_3_10_form_then_runs_the_tensorrt_selftest(t
     assert lines[-1] == "{}/bin/mlmark selftest --tensorrt".format(venv)
 
 
+def _jetson_section() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Quick start on a Jetson")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def _blocks(text: str) -> List[List[str]]:
+    return [[line for line in block.strip().splitlines()] for block in re.findall(r"```sh\n(.*?)```", text, re.S)]
+
+
+def test_readme_jetson_quick_start_per_jetpack(bin_dir: Path, tmp_path: Path) -> None:
+    blocks = _blocks(_jetson_section())
+    assert len(blocks) == 3  # JetPack 4.6, 5, 6
+    for ubuntu, block in zip(("18.04", "20.04", "22.04"), blocks):
+        # What find_python.sh tells a user of that release to install is what the README has them type.
+        proc = _find(bin_dir, _root(tmp_path, ubuntu))
+        hint = proc.stderr.strip().split("install it with: ")[1]
+        assert block[0] == "sudo apt update && " + hint + " cmake"
+        commands = [line.split("#")[0].strip() for line in block]
+        assert commands[1:5] == ["make run", "make jetson", "sudo nvpmodel -m 0 && sudo jetson_clocks",
+                                 ". .venv/bin/activate"]
+        assert re.fullmatch(r"python harness/mlmark.py -c config/trt-(nano|orin)-mobilenet-fp16.json", commands[5])
+
+
+def test_every_config_the_readme_names_exists() -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"config/[\w.-]+\.json", text))
+    assert "config/trt-xavier-mobilenet-fp16.json" in named
+    assert sorted(n for n in named if not (REPO / n).is_file()) == []
+
+
 @pytest.mark.parametrize("board", ["nano", "xavier", "orin"])
 def test_each_boards_first_score_config_is_its_throughput_then_its_latency_task(board: str) -> None:
     both = json.loads((REPO / "config" / "trt-{}-mobilenet-fp16.json".format(board)).read_text())
     parts = [json.loads((REPO / "config" / "trt-{}-mobilenet-fp16-{}.json".format(board, mode)).read_text())[0]
              for mode in ("throughput", "latency")]
     assert both == parts
+
+
+def test_ci_runs_exactly_the_readmes_test_command() -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    quick = text[text.index("## Quick start\n"):text.index("## Quick start on a Jetson")]
+    (readme_test,) = [line.split("#")[0].strip() for block in _blocks(quick) for line in block
+                      if line.startswith("make test")]
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    assert ci == [readme_test] == ["make test"]
+    assert os.access(str(REPO / ".ci" / "run"), os.X_OK)
