@@ -217,8 +217,9 @@ def test_make_jetson_builds_in_cmake_3_10_form_then_runs_the_tensorrt_selftest(t
     if make is None:
         pytest.skip("needs make")
     venv = tmp_path / "venv"
-    proc = subprocess.run([make, "-n", "jetson", "VENV={}".format(venv)], cwd=str(REPO), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # under `make test`
+    proc = subprocess.run([make, "-n", "--no-print-directory", "jetson", "VENV={}".format(venv)], cwd=str(REPO),
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.replace("\\\n", " ").splitlines()
     (build,) = [line for line in lines if "cmake" in line]
