@@ -13,6 +13,13 @@ PYTHON38 ?= $(shell for p in python3.8 $$HOME/.pyenv/versions/3.8*/bin/python3.8
 VENV38 ?= .venv38
 PYTEST_ARGS ?= -q
 
+# What `make test` adds to the venv for the tests of the PyTorch target and the compare chart (not `make run`:
+# torch from the package index is a large download). The Python 3.8 run and a Jetson take the chart's only:
+# PyPI's torch for 3.8 is another multi-gigabyte CUDA build, and a Jetson's torch is NVIDIA's wheel, which a
+# torchvision from PyPI would replace with PyPI's; the PyTorch tests there skip, saying torch is missing.
+TEST_EXTRAS ?= $(if $(wildcard /etc/nv_tegra_release),report,torch,report)
+TEST_EXTRAS38 ?= report
+
 # Parallel jobs for the native build (CMake 3.10 has no --parallel: the flag goes to make).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
@@ -28,12 +35,20 @@ $(VENV38)/.installed: pyproject.toml utility/setup_venv.sh utility/find_python.s
 	sh utility/setup_venv.sh --python '$(PYTHON38)' $(VENV38)
 	touch $@
 
+$(VENV)/.test-extras: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install -q -e '.[$(TEST_EXTRAS)]'
+	touch $@
+
+$(VENV38)/.test-extras: $(VENV38)/.installed
+	$(VENV38)/bin/python -m pip install -q -e '.[$(TEST_EXTRAS38)]'
+	touch $@
+
 run: $(VENV)/.installed
 	$(VENV)/bin/python harness/mlmark.py -c config/default.json
 
 test: test-default test-py38
 
-test-default: $(VENV)/.installed
+test-default: $(VENV)/.test-extras
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Skipped where $(VENV) runs 3.8 itself (JetPack 4.6 and 5): the second run would repeat the first.
@@ -44,7 +59,7 @@ else
 	@if [ "$$($(VENV)/bin/python -c 'import sys; print(sys.version_info[:2] == (3, 8))' 2>/dev/null)" = True ]; then \
 		echo "$(VENV) runs Python 3.8: no second test run"; \
 	else \
-		$(MAKE) $(VENV38)/.installed && $(VENV38)/bin/python -m pytest $(PYTEST_ARGS) -p no:cacheprovider; \
+		$(MAKE) $(VENV38)/.test-extras && $(VENV38)/bin/python -m pytest $(PYTEST_ARGS) -p no:cacheprovider; \
 	fi
 endif
 

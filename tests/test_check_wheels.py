@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from harness.errors import ConfigError
+from core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -40,11 +39,10 @@ if __name__ == "__main__":
     # Run as a script, Python puts utility/ first on sys.path; the project's packages live one up.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from harness.cli import EXIT_INTERRUPTED  # noqa: E402
-from harness.errors import ConfigError, MLMarkError  # noqa: E402
+from core.console import guarded  # noqa: E402
+from core.errors import ConfigError, MLMarkError  # noqa: E402
 
 PROG = "check_wheels"
-EXIT_ERROR = MLMarkError.exit_status
 EXIT_NEEDS_COMPILING = 1
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = REPO / "pyproject.toml"
@@ -426,28 +424,23 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
-    try:
-        requirements, extras = read_requirements(args.pyproject, args.extra)
-        requirements += args.requirement
-        print("{}{}: {}".format(args.pyproject.name, " with extras " + ", ".join(extras) if extras else "",
-                                ", ".join(requirements)))
-        status = 0
-        for jetpack in JETPACKS:
-            if jetpack.name not in args.jetpack:
-                continue
-            outcome = check(jetpack, requirements, interpreter_for(jetpack), args.index_url)
-            print("\n".join(format_outcome(outcome, requirements, args.verbose)), flush=True)
-            if not outcome.ok:
-                status = EXIT_NEEDS_COMPILING
-        return status
-    except MLMarkError as exc:
-        if args.verbose:
-            traceback.print_exc()
-        print("{}: error: {}".format(PROG, exc), file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("{}: interrupted".format(PROG), file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return guarded(PROG, args.verbose, lambda: _check(args), interrupted="nothing was changed")
+
+
+def _check(args: argparse.Namespace) -> int:
+    requirements, extras = read_requirements(args.pyproject, args.extra)
+    requirements += args.requirement
+    print("{}{}: {}".format(args.pyproject.name, " with extras " + ", ".join(extras) if extras else "",
+                            ", ".join(requirements)))
+    status = 0
+    for jetpack in JETPACKS:
+        if jetpack.name not in args.jetpack:
+            continue
+        outcome = check(jetpack, requirements, interpreter_for(jetpack), args.index_url)
+        print("\n".join(format_outcome(outcome, requirements, args.verbose)), flush=True)
+        if not outcome.ok:
+            status = EXIT_NEEDS_COMPILING
+    return status
 
 
 if __name__ == "__main__":
