@@ -213,9 +213,9 @@ def test_fp32_needs_no_check_and_no_reference() -> None:
 
 
 def test_sidecar_records_without_raw_json_are_still_classified() -> None:
-    from targets.tensorrt.target import _without_raw
+    from targets.tensorrt.target import sidecar_layers
 
-    kept = _without_raw(mobilenet("int8", first="fp16"))
+    kept = sidecar_layers(mobilenet("int8", first="fp16"))
     assert kept is not None and all("raw" not in rec for rec in kept)
     assert pc.precision_counts(kept) == pc.precision_counts(mobilenet("int8", first="fp16"))
     bare = {"name": "c", "type": "", "parameter_type": "Convolution", "precision": "fp16"}

@@ -212,7 +212,7 @@ class _EngineBuilder:
                                                          self.label)
         last = reports[-1]
         layers = last.get("layers")
-        return BuildOutcome(build_s=float(last.get("build_s") or 0.0), layers=_without_raw(layers), record={
+        return BuildOutcome(build_s=float(last.get("build_s") or 0.0), layers=sidecar_layers(layers), record={
             "model_path": str(self.model_path), "onnx_parsed": str(self.onnx_path),
             "calibration_path": str(self.calibration_path) if self.calibration_path else None,
             "builder": {"workspace_mb": key.workspace_mb, "timing_cache": str(timing_cache),
@@ -223,7 +223,7 @@ class _EngineBuilder:
         })
 
 
-def _without_raw(layers: Optional[List[Dict[str, Any]]]) -> Optional[List[Dict[str, Any]]]:
+def sidecar_layers(layers: Optional[List[Dict[str, Any]]]) -> Optional[List[Dict[str, Any]]]:
     """Layer records for the sidecar: what the precision check reads, without the inspector's bulky raw JSON."""
     if layers is None:
         return None
