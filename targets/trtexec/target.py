@@ -368,8 +368,9 @@ class TrtexecSession(Session):
         latency_ms = {"samples": timed, "min_ms": latency.min_ms, "mean_ms": latency.mean_ms,
                       "median_ms": latency.median_ms, "p90_ms": latency.percentiles_ms.get(90.0), "p95_ms": p95,
                       "p99_ms": latency.percentiles_ms.get(99.0), "max_ms": latency.max_ms, "std_ms": None}
+        finite = {k: (v if v is None or math.isfinite(v) else None) for k, v in latency_ms.items()}
         return ToolSummary(iterations=timed, wall_s=float(parsed.total_host_walltime_s), throughput_fps=fps,
-                           latency_ms={k: (v if v is None or math.isfinite(v) else None) for k, v in latency_ms.items()},
+                           latency_ms=finite,
                            warmup_iterations=int(parsed.warmup_queries or 0),
                            warmup_s=(parsed.warmup_ms if parsed.warmup_ms is not None else warmup_ms) / 1000.0,
                            info=info)
