@@ -176,7 +176,7 @@ def run_crosscheck(argv: Sequence[str]) -> int:
              if t.target == "tensorrt" and t.params.mode in ("throughput", "latency")]
     if not tasks:
         raise ConfigError("crosscheck: the configs have no tensorrt task in throughput or latency mode")
-    probe = tool.probe(tool.locate(args.trtexec))
+    probe = tool.probe(tool.locate(args.trtexec, "--trtexec"))
     prepared = prepare(tasks)
     rows = []
     for pt in prepared:

@@ -43,8 +43,11 @@ def _executable(path: Path) -> bool:
     return path.is_file() and os.access(str(path), os.X_OK)
 
 
-def locate(option: Optional[str]) -> Path:
-    """The trtexec binary a task runs; TargetUnavailable (one line: where it looked, how to point at it)."""
+def locate(option: Optional[str], given_as: str = "params.trtexec") -> Path:
+    """The trtexec binary a task runs; TargetUnavailable (one line: where it looked, how to point at it).
+
+    given_as: how the user gave option (the task's params.trtexec, or crosscheck's --trtexec).
+    """
     if option:
         given = Path(os.path.expanduser(option))
         if os.sep not in option and not given.exists():
@@ -54,7 +57,7 @@ def locate(option: Optional[str]) -> Path:
         if _executable(given):
             return given.absolute()
         why = "does not exist" if not given.exists() else "is not an executable file"
-        raise TargetUnavailable("target trtexec: params.trtexec {} {}; {}".format(option, why, POINT_AT_IT))
+        raise TargetUnavailable("target trtexec: {} {} {}; {}".format(given_as, option, why, POINT_AT_IT))
     found = shutil.which("trtexec")
     if found:
         return Path(found)
