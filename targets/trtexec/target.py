@@ -112,7 +112,7 @@ class TrtexecBuilder:
 
     def __init__(self, probe: tool.Probe, cache: EngineCache, onnx_path: Path, model_path: Path,
                  table: Optional[Path], calibration_path: Optional[Path], shapes: Optional[str],
-                 opts: Mapping[str, Any], hardware: str, label: str) -> None:
+                 opts: Mapping[str, Any], label: str) -> None:
         self.probe = probe
         self.cache = cache
         self.onnx_path = onnx_path
@@ -121,7 +121,6 @@ class TrtexecBuilder:
         self.calibration_path = calibration_path
         self.shapes = shapes
         self.opts = dict(opts)
-        self.hardware = hardware
         self.label = label
 
     def argv(self, key: EngineKey, engine_file: Path, layer_info: Path, timing_cache: Path) -> List[str]:
@@ -158,7 +157,7 @@ class TrtexecBuilder:
                 log.info("%s: building engine %s with trtexec (TensorRT %s); log: %s", self.label,
                          self.cache.engine_path(key).name, self.probe.version, logfile)
                 ran = tool.run(argv, logfile, self.label + ": trtexec build")
-                parsed = self._parse(ran, "building the engine for " + self.label)
+                parsed = read_run(ran, self.probe, "building the engine for " + self.label)
                 if timing_cache.is_file() and timing_cache.stat().st_size > 0:
                     atomic_write_bytes(shared_timing_cache, timing_cache.read_bytes())
                 layers = None
@@ -174,7 +173,7 @@ class TrtexecBuilder:
 
         def fp32_engine_bytes() -> int:
             ref = self.cache.ensure(key.fp32_reference(), TrtexecBuilder(
-                self.probe, self.cache, self.model_path, self.model_path, None, None, self.shapes, self.opts, "gpu",
+                self.probe, self.cache, self.model_path, self.model_path, None, None, self.shapes, self.opts,
                 self.label.replace(key.precision, "fp32 (size reference)")))
             return ref.engine_bytes
 
@@ -201,19 +200,23 @@ class TrtexecBuilder:
                                                   for _, r, p, _ in builds), 3),
             })
 
-    def _parse(self, ran: tool.ToolRun, doing: str) -> TrtexecLog:
-        try:
-            parsed = parse_log(ran.text, self.probe.release, ran.log_path)
-        except LogFormatError:
-            parsed = None
-            if ran.returncode == 0:
-                raise
-        failed = tool.failure(ran, doing, parsed)
-        if failed is not None:
-            raise failed
-        assert parsed is not None
-        _check_same_gpu(parsed, self.probe, ran.log_path)
-        return parsed
+
+def read_run(ran: tool.ToolRun, probe: tool.Probe, doing: str) -> TrtexecLog:
+    """The log of a trtexec run that must have passed: RunError (its last error lines and the log's path) when
+    it failed or was killed, LogFormatError when its log cannot be read, RunError when it ran on another GPU."""
+    parsed: Optional[TrtexecLog]
+    try:
+        parsed = parse_log(ran.text, probe.release, ran.log_path)
+    except LogFormatError:
+        if ran.returncode == 0:
+            raise
+        parsed = None  # a failed run's log may end anywhere: its error lines say more
+    failed = tool.failure(ran, doing, parsed)
+    if failed is not None:
+        raise failed
+    assert parsed is not None
+    _check_same_gpu(parsed, probe, ran.log_path)
+    return parsed
 
 
 def _check_same_gpu(parsed: TrtexecLog, probe: tool.Probe, path: Path) -> None:
@@ -260,18 +263,7 @@ def time_engine(probe: tool.Probe, engine: Path, shapes: Optional[str], dla_core
     log.info("%s: timing %d iterations after %d ms of warm-up in trtexec; log: %s", label, settings.iterations,
              settings.warmup_ms, logfile)
     ran = tool.run(argv, logfile, label + ": trtexec run")
-    parsed: Optional[TrtexecLog]
-    try:
-        parsed = parse_log(ran.text, release, ran.log_path)
-    except LogFormatError:
-        if ran.returncode == 0:
-            raise
-        parsed = None  # a failed run's log may end anywhere: its error lines say more
-    failed = tool.failure(ran, "running engine {}".format(engine.name), parsed)
-    if failed is not None:
-        raise failed
-    assert parsed is not None
-    _check_same_gpu(parsed, probe, ran.log_path)
+    parsed = read_run(ran, probe, "running engine {}".format(engine.name))
     if not parsed.has_summary:
         last = tool.last_lines(ran.text, 1)
         raise LogFormatError("trtexec log {} (TensorRT {}, summary format {}): no performance summary ({!r}); last "
@@ -489,7 +481,7 @@ class TrtexecTarget(Target):
                         dla_core=opts["dla_core"] if request.hardware == "dla" else None)
         label = "trtexec {} {} batch {}".format(request.workload, request.precision, request.batch)
         builder = TrtexecBuilder(probe, cache, parsed.onnx_path, model_path, parsed.table,
-                                 calibration[1] if calibration else None, shapes, opts, request.hardware, label)
+                                 calibration[1] if calibration else None, shapes, opts, label)
         force = bool(opts["rebuild"]) and key.file_stem() not in _REBUILT
         engine = cache.ensure(key, builder, force=force)
         if force:
