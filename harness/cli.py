@@ -33,7 +33,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlmark", description="Run MLMark benchmark tasks and print the score "
-                                     "table. Subcommands: run (default), selftest, compare.")
+                                     "table. Subcommands: run (default), selftest, compare, crosscheck.")
     parser.add_argument("-c", "--config", nargs="+", required=True, metavar="CONFIG",
                         help="config files (JSON lists of tasks); shell globs accepted")
     parser.add_argument("-r", "--results-dir", type=Path, default=REPO_ROOT / "Results",
@@ -110,6 +110,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         _setup_logging(1 if "-v" in argv else 0, False)
         return _guard(1 if "-v" in argv else 0, lambda: run_compare(argv[1:]))
+    if argv and argv[0] == "crosscheck":
+        from targets.trtexec.crosscheck import run_crosscheck
+
+        _setup_logging(1 if "-v" in argv else 0, False)
+        return _guard(1 if "-v" in argv else 0, lambda: run_crosscheck(argv[1:]))
     if argv and argv[0] == "selftest":
         from targets.native.selftest import run_selftest
 

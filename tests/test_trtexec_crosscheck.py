@@ -129,3 +129,25 @@ def test_rows_outside_two_percent_are_marked_and_the_claim_stays_unverified() ->
     body = text.splitlines()
     assert body[3].endswith("yes") and body[4].endswith("NO") and "note: a.json: task 2: differs" in text
     assert "UNVERIFIED" in text and rows[1].to_dict()["within_2_percent"] is False
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+
+def test_cli_crosscheck_refusals_are_one_line(trtexec_env: Path, standin_trtexec: Make) -> None:
+    from tests.conftest import REPO, run_cli
+
+    nano = REPO / "config" / "trt-nano-mobilenet-fp16.json"
+    env = {"MLMARK_ENGINES": str(trtexec_env / "engines"), "MLMARK_NATIVE_LIB": str(trtexec_env / "absent.so")}
+    proc = run_cli("crosscheck", "-c", str(nano), "--trtexec", str(standin_trtexec("8.2.1")), env=env)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("mlmark: error: target tensorrt: MLMARK_NATIVE_LIB names ")
+    proc = run_cli("crosscheck", "-c", str(nano), "--trtexec", str(trtexec_env / "none"), env=env)
+    assert proc.returncode == 2 and "--trtexec {} does not exist".format(trtexec_env / "none") in proc.stderr
+    onnx = REPO / "config" / "default.json"
+    proc = run_cli("crosscheck", "-c", str(onnx), env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("mlmark: error: crosscheck: the configs have no tensorrt task in throughput or "
+                                   "latency mode")
+    help_text = run_cli("crosscheck", "--help").stdout
+    assert "UNVERIFIED" in help_text
