@@ -23,7 +23,7 @@ PROG = "mlmark"
 
 def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlmark", description="Run MLMark benchmark tasks and print the score "
-                                     "table. Subcommands: run (default), selftest, compare.")
+                                     "table. Subcommands: run (default), selftest, compare, crosscheck.")
     parser.add_argument("-c", "--config", nargs="+", required=True, metavar="CONFIG",
                         help="config files (JSON lists of tasks); shell globs accepted")
     parser.add_argument("-r", "--results-dir", type=Path, default=results_dir(),
@@ -102,6 +102,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from harness.compare import run_compare
 
         return _subcommand(argv[1:], run_compare)
+    if argv and argv[0] == "crosscheck":
+        from harness.crosscheck import run_crosscheck
+
+        return _subcommand(argv[1:], run_crosscheck)
     if argv and argv[0] == "selftest":
         from targets.native.selftest import run_selftest
 

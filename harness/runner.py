@@ -22,7 +22,7 @@ from harness.config import MIN_VALID_ITERATIONS, Task
 from harness.report import sig3
 from precision.table import stale_table_warning
 from targets import get_target
-from targets.base import LoadRequest, Session, Target
+from targets.base import LoadRequest, Session, Target, ToolSummary
 from workloads import get_workload
 from workloads.base import Workload
 from workloads.model_store import ModelFile, resolve_model
@@ -57,12 +57,18 @@ class Measurement:
     timed_by_target: bool = False
     gpu_s: Optional[List[float]] = None
     native_info: Dict[str, Any] = field(default_factory=dict)
+    #: when an external tool ran and summarized the loop (Session.summary_run): its figures, scored as given
+    summary: Optional[ToolSummary] = None
 
     @property
     def throughput_fps(self) -> float:
+        if self.summary is not None:
+            return self.summary.throughput_fps
         return self.iterations * self.batch / self.wall_s
 
     def latency_stats(self) -> LatencyStats:
+        if self.summary is not None:
+            return LatencyStats(**self.summary.latency_ms)  # type: ignore[arg-type]  # None where not printed
         return summarize(self.latencies_s)
 
     @property
@@ -98,7 +104,13 @@ def prepare(tasks: Sequence[Task], skip_unavailable: bool = False) -> List[Prepa
             log.warning("%s: skipped: %s", task.source, unavailable[task.target])
             continue
         target = targets[task.target]
-        target.validate_options(p.options, task.source)
+        try:
+            target.validate_options(p.options, task.source)
+        except TargetUnavailable as exc:  # per task: trtexec's binary comes from the task's options
+            if not skip_unavailable:
+                raise
+            log.warning("%s: skipped: %s", task.source, exc)
+            continue
         caps = target.capabilities()
         why = caps.refusal(p.hardware, p.precision, p.batch, p.concurrency, p.mode)
         if why and skip_unavailable and p.precision not in caps.precisions.get(p.hardware, ()):
@@ -171,6 +183,8 @@ def host_postprocess(pt: PreparedTask, session: Session) -> Optional[Callable[[S
 def measure(pt: PreparedTask, session: Session) -> Measurement:
     """Warm up, then run the timed iterations; returns raw timings."""
     p = pt.task.params
+    if session.has_summary_run:
+        return measure_summary(pt, session)
     inputs = session.stage(pt.workload.make_inputs(session.input_specs(), p.batch))
     post = host_postprocess(pt, session)
     if session.has_timed_run and post is None:
@@ -209,6 +223,24 @@ def measure_native(pt: PreparedTask, session: Session) -> Measurement:
     return Measurement(iterations=p.iterations, batch=p.batch, concurrency=p.concurrency, wall_s=float(timing.wall_s),
                        latencies_s=latencies, warmup_iterations=warm_n, warmup_s=warm_s, timed_by_target=True,
                        gpu_s=gpu, native_info=dict(timing.info))
+
+
+def measure_summary(pt: PreparedTask, session: Session) -> Measurement:
+    """Warm-up, timed loop and statistics of an external tool the target drives (Session.summary_run).
+
+    The tool warms up in its own process and prints statistics, not per-inference times: the
+    harness passes its warm-up and iteration count and takes the tool's figures as the scores.
+    """
+    p = pt.task.params
+    s = session.summary_run(p.iterations, max(p.warmup_iterations, p.concurrency), p.warmup_s)
+    if not s.iterations > 0 or not s.wall_s > 0 or not s.throughput_fps > 0 or s.latency_ms.get("p95_ms") is None:
+        raise RunError("{}: target {} returned {} iterations, wall time {}, throughput {} and p95 {}".format(
+            pt.task.source, pt.task.target, s.iterations, s.wall_s, s.throughput_fps, s.latency_ms.get("p95_ms")))
+    log.info("%s: %d timed iterations after %d warm-up iterations in %.2f s, timed and summarized by the target's "
+             "tool", pt.task.source, s.iterations, s.warmup_iterations, s.warmup_s)
+    return Measurement(iterations=s.iterations, batch=p.batch, concurrency=p.concurrency, wall_s=s.wall_s,
+                       latencies_s=[], warmup_iterations=s.warmup_iterations, warmup_s=s.warmup_s,
+                       timed_by_target=True, native_info=dict(s.info), summary=s)
 
 
 def native_warmup(session: Session, count: int, seconds: float) -> Tuple[int, float]:

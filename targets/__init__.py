@@ -15,6 +15,8 @@ _REGISTRY: Dict[str, str] = {
     "pytorch": "targets.pytorch.target:PyTorchTarget",
     # Needs the native library built with TensorRT; check_installed() refuses in one line otherwise.
     "tensorrt": "targets.tensorrt.target:TensorRTTarget",
+    # Needs TensorRT's trtexec binary; a task without one is refused in one line saying where it looked.
+    "trtexec": "targets.trtexec.target:TrtexecTarget",
 }
 
 # MLMark 1.0 targets this project does not provide: named so their configs get a clear refusal.

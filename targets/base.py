@@ -75,6 +75,24 @@ class NativeTiming:
     info: Dict[str, Any] = field(default_factory=dict)  # the loop's settings as used
 
 
+@dataclass
+class ToolSummary:
+    """A warm-up and timed loop that an external benchmarking tool ran and summarized itself (Session.summary_run).
+
+    Such a tool (trtexec) warms up inside its own process and prints statistics, not per-inference
+    times, so the harness cannot time it: it scores the tool's figures as given, and the result names
+    the figure each score came from (in info).
+    """
+
+    iterations: int  # timed inferences (batches) the tool counted
+    wall_s: float  # the tool's timed region, first timed start to last completion
+    throughput_fps: float  # images per second: the tool's inferences per second x batch
+    latency_ms: Dict[str, Optional[float]]  # the fields of harness.stats.LatencyStats; None where the tool printed none
+    warmup_iterations: int  # warm-up inferences the tool ran
+    warmup_s: float
+    info: Dict[str, Any] = field(default_factory=dict)  # the tool's settings, its parsed summary, the scores' sources
+
+
 class Session(abc.ABC):
     """A model loaded by a target: `concurrency` independent slots, each able to run one batch at a time."""
 
@@ -82,6 +100,8 @@ class Session(abc.ABC):
     info: Dict[str, Any]
     #: True when timed_run() is implemented: the target's own library runs the timed loop
     has_timed_run: bool = False
+    #: True when summary_run() is implemented: an external tool runs warm-up and timed loop and summarizes them
+    has_summary_run: bool = False
 
     @abc.abstractmethod
     def input_specs(self) -> List[TensorSpec]:
@@ -113,6 +133,13 @@ class Session(abc.ABC):
         harness still decides warm-up, and computes every statistic and score from the raw times.
         """
         raise NotImplementedError("{} has no timed loop of its own".format(type(self).__name__))
+
+    def summary_run(self, iterations: int, warmup_iterations: int, warmup_s: float) -> ToolSummary:
+        """Have an external tool warm up (at least warmup_s seconds; warmup_iterations where it can count them)
+        and run at least `iterations` timed inferences, and return its summary. Only where has_summary_run is
+        True; used instead of stage(), run() and timed_run() for throughput and latency.
+        """
+        raise NotImplementedError("{} has no external tool that summarizes a run".format(type(self).__name__))
 
     def close(self) -> None:
         """Release sessions, buffers and device memory."""

@@ -57,6 +57,15 @@ def integer(lo: int, hi: int, allow_none: bool = False) -> Check:
     return check
 
 
+def text(what: str = "a non-empty string") -> Check:
+    """A non-empty string (a path, say); `what` says what it must be in the error line."""
+    def check(v: Any, name: str) -> Optional[str]:
+        if isinstance(v, str) and v.strip():
+            return None
+        return "params.{} must be {}, got {!r}".format(name, what, v)
+    return check
+
+
 @dataclass(frozen=True)
 class TargetOptions:
     """A target's options with their defaults; subclasses add `option()` fields."""

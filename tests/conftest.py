@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -73,3 +74,42 @@ def run_cli(*args: str, cwd: Path = REPO, env: Any = None, timeout: float = 300)
     full_env.update(env or {})
     return subprocess.run([sys.executable, str(REPO / "harness" / "mlmark.py")] + list(args), cwd=str(cwd),
                           env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+# --- the stand-in trtexec (tests/trtexec_standin.py) ---------------------------------------------------
+
+
+def make_standin_trtexec(folder: Path, release: str) -> Path:
+    """An executable `trtexec` in folder that runs the stand-in as the given TensorRT release."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "trtexec"
+    script.write_text('#!/bin/sh\nexec "{}" "{}" --standin-release={} "$@"\n'.format(
+        sys.executable, REPO / "tests" / "trtexec_standin.py", release))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return script
+
+
+@pytest.fixture
+def trtexec_env(tmp_path: Path, monkeypatch: Any) -> Path:
+    """A private engines/ folder, a file recording every stand-in trtexec call, no stand-in failure set."""
+    from targets.trtexec import tool
+
+    monkeypatch.setenv("MLMARK_ENGINES", str(tmp_path / "engines"))
+    monkeypatch.setenv("TRTEXEC_STANDIN_CALLS", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("TRTEXEC_STANDIN_STATE", str(tmp_path / "builds"))
+    for name in ("FAIL", "FALLBACK", "GPU", "CC", "GPU_MS", "RELEASE"):
+        monkeypatch.delenv("TRTEXEC_STANDIN_" + name, raising=False)
+    monkeypatch.setattr(tool, "_PROBES", {})
+    return tmp_path
+
+
+@pytest.fixture
+def standin_trtexec(trtexec_env: Path) -> Callable[..., Path]:
+    """standin_trtexec("8.6.1"): the path of a stand-in trtexec of that release."""
+    return lambda release="10.3.0": make_standin_trtexec(trtexec_env / "bin-{}".format(release), release)
+
+
+@pytest.fixture
+def tiny_model(trtexec_env: Path) -> Path:
+    """A tiny classifier with mobilenet's inputs and outputs."""
+    return write_tiny_classifier(trtexec_env / "tiny.onnx")

@@ -122,6 +122,17 @@ def test_sidecar_from_another_tensorrt_gpu_model_or_table_is_stale(tmp_path: Pat
     assert words in str(stale_reason(meta, replace(KEY, **change), cache.engine_path(KEY)))
 
 
+def test_dla_engines_have_their_own_name_and_older_sidecars_stay_current(tmp_path: Path) -> None:
+    dla = replace(KEY, dla_core=1)
+    assert dla.file_stem() == KEY.file_stem() + "-dla1" and dla.fp32_reference().dla_core is None
+    cache, _ = _built(tmp_path)
+    meta = json.loads(cache.sidecar_path(KEY).read_text())
+    assert meta["dla_core"] is None
+    del meta["dla_core"]  # a sidecar written before the field existed: a GPU engine, still current
+    assert stale_reason(meta, KEY, cache.engine_path(KEY)) is None
+    assert "built for DLA core None; the task asks 1" in str(stale_reason(meta, dla, cache.engine_path(KEY)))
+
+
 def test_table_sha_change_is_stale(tmp_path: Path) -> None:
     cache, _ = _built(tmp_path, INT8)
     meta = json.loads(cache.sidecar_path(INT8).read_text())

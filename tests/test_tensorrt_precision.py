@@ -196,6 +196,16 @@ def test_size_rule_needs_the_fp32_engine_once_across_rebuilds() -> None:
     assert d.passed and d.method == "engine size" and attempts == 3 and b.reference_calls == 1
 
 
+def test_without_a_size_reference_only_the_layers_decide() -> None:
+    """DLA engines: no fp32 reference is built; layers that cannot tell leave the check undetermined."""
+    unknown = [dict(rec, precision=None) for rec in mobilenet("fp16")]
+    d, attempts = pc.build_until_precision_holds("fp16", Builds((unknown, 17_000_000)).once, None, 2, "x")
+    assert d.passed is None and d.method == "undetermined" and attempts == 1
+    b = Builds((mobilenet("fp32"), 17_000_000), (mobilenet("fp16"), 9_000_000))
+    d, attempts = pc.build_until_precision_holds("fp16", b.once, None, 2, "x")
+    assert d.passed and attempts == 2
+
+
 def test_fp32_needs_no_check_and_no_reference() -> None:
     b = Builds((None, 17_000_000))
     d, attempts = pc.build_until_precision_holds("fp32", b.once, b.fp32_bytes, 2, "x")
@@ -203,9 +213,9 @@ def test_fp32_needs_no_check_and_no_reference() -> None:
 
 
 def test_sidecar_records_without_raw_json_are_still_classified() -> None:
-    from targets.tensorrt.target import _without_raw
+    from targets.tensorrt.target import sidecar_layers
 
-    kept = _without_raw(mobilenet("int8", first="fp16"))
+    kept = sidecar_layers(mobilenet("int8", first="fp16"))
     assert kept is not None and all("raw" not in rec for rec in kept)
     assert pc.precision_counts(kept) == pc.precision_counts(mobilenet("int8", first="fp16"))
     bare = {"name": "c", "type": "", "parameter_type": "Convolution", "precision": "fp16"}

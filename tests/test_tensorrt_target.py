@@ -27,7 +27,7 @@ from targets import get_target, target_names
 from targets.base import NativeTiming, Session
 from targets.native import library as native
 from targets.tensorrt.engine_cache import EngineKey
-from targets.tensorrt.target import ParsedModel, TensorRTOptions, TensorRTTarget
+from targets.tensorrt.target import ParsedModel, TensorRTOptions, TensorRTTarget, precision_inputs
 from tests.conftest import REPO, run_cli
 
 NANO_CONFIG = REPO / "config" / "trt-nano-mobilenet-fp16.json"
@@ -318,15 +318,15 @@ def test_int8_needs_a_table_for_this_model_or_its_qdq_model(tmp_path: Path) -> N
 
     model = write_tiny_classifier(tmp_path / "tiny.onnx")
     cache = tmp_path / "engines"
-    assert TensorRTTarget._precision_inputs(_request(model, "fp16"), _trt(True), cache) == ParsedModel(model)
+    assert precision_inputs(_request(model, "fp16"), _trt(True), cache) == ParsedModel(model)
     # TensorRT < 11: the workload's table, which is missing or made for another model than this tiny one.
     with pytest.raises(ModelError) as err:
-        TensorRTTarget._precision_inputs(_request(model), _trt(True), cache)
+        precision_inputs(_request(model), _trt(True), cache)
     assert "CalibrationTable_mobilenet" in str(err.value) and "utility/calibrate.py" in str(err.value)
     assert "\n" not in str(err.value)
     # TensorRT 11: the Q/DQ model beside the model, which was never made.
     with pytest.raises(ModelError) as err:
-        TensorRTTarget._precision_inputs(_request(model), _trt(False), cache)
+        precision_inputs(_request(model), _trt(False), cache)
     assert "tiny.qdq.onnx" in str(err.value) and "utility/calibrate.py" in str(err.value)
 
 
@@ -356,7 +356,7 @@ def test_fp16_on_a_strongly_typed_builder_parses_a_float16_conversion_made_once(
 
     model = write_tiny_classifier(tmp_path / "tiny.onnx", hw=32)
     cache = tmp_path / "engines"
-    parsed = TensorRTTarget._precision_inputs(_request(model, "fp16"), _trt(False, weak_typing=False), cache)
+    parsed = precision_inputs(_request(model, "fp16"), _trt(False, weak_typing=False), cache)
     assert parsed.onnx_path.parent == cache / "onnx" and parsed.onnx_path.name.endswith(".fp16.onnx")
     assert parsed.table is None and parsed.calibration is None
     assert parsed.fp16.source_sha256 == sha256_file(model) and parsed.fp16.sha256 == sha256_file(parsed.onnx_path)
@@ -373,13 +373,13 @@ def test_fp16_on_a_strongly_typed_builder_parses_a_float16_conversion_made_once(
     np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2 * float(np.abs(want).max()))
     # Converted once: a second task finds the file; a changed model gets its own conversion.
     stamp = parsed.onnx_path.stat().st_mtime_ns
-    again = TensorRTTarget._precision_inputs(_request(model, "fp16"), _trt(False, weak_typing=False), cache)
+    again = precision_inputs(_request(model, "fp16"), _trt(False, weak_typing=False), cache)
     assert again == parsed and parsed.onnx_path.stat().st_mtime_ns == stamp
     other = write_tiny_classifier(tmp_path / "tiny.onnx", classes=10, hw=32)
-    changed = TensorRTTarget._precision_inputs(_request(other, "fp16"), _trt(False, weak_typing=False), cache)
+    changed = precision_inputs(_request(other, "fp16"), _trt(False, weak_typing=False), cache)
     assert changed.onnx_path != parsed.onnx_path and changed.fp16.source_sha256 == sha256_file(other)
     # A float16 model is parsed as given.
-    given = TensorRTTarget._precision_inputs(_request(parsed.onnx_path, "fp16"), _trt(False, weak_typing=False), cache)
+    given = precision_inputs(_request(parsed.onnx_path, "fp16"), _trt(False, weak_typing=False), cache)
     assert given.onnx_path == parsed.onnx_path and given.fp16.converter.startswith("none")
 
 

@@ -21,18 +21,16 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from core import errors
+from core.child import run_child
 from core.errors import MLMarkError, RunError
 from core.fileio import atomic_write_json
 from core.paths import REPO_ROOT
-from core.progress import elapsed
 
 log = logging.getLogger("mlmark.tensorrt.build")
 
@@ -41,7 +39,6 @@ _LINE = re.compile(r"^(\d+) (\S+) (.*)$")
 # Exit statuses of the child: 0 built, 3 a user-facing error (in the report), 4 an unexpected one.
 EXIT_ERROR = 3
 EXIT_CRASH = 4
-_TERMINATE_GRACE_S = 5.0
 
 
 @dataclass
@@ -127,18 +124,6 @@ def _relog(line: str) -> None:
         log.info("%s", line)  # a continuation line, or output that bypassed logging
 
 
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return "signal {}".format(number)
-
-
-def _minutes(seconds: float) -> str:
-    s = int(round(seconds))
-    return "{} s".format(s) if s < 120 else "{}:{:02d} min".format(s // 60, s % 60)
-
-
 def run_build_process(argv: Sequence[str], report_path: Path, label: str, workspace_mb: int, batch: int,
                       on_start: Optional[Callable[["subprocess.Popen[str]"], None]] = None,
                       env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
@@ -147,43 +132,17 @@ def run_build_process(argv: Sequence[str], report_path: Path, label: str, worksp
     A child killed by SIGKILL (the out-of-memory killer on a Jetson) becomes a RunError that says so
     and suggests a smaller workspace or batch; an error the child reported is raised as its own class.
     """
-    started = time.monotonic()
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=str(REPO_ROOT), env=env, universal_newlines=True, errors="replace", bufsize=1)
-    if on_start is not None:
-        on_start(proc)
     tail: List[str] = []
 
-    with elapsed(label) as tick:
-        def relay() -> None:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.rstrip("\n")
-                tick(lambda: _relog(line))
-                if line.strip():
-                    tail.append(line)
-                    del tail[:-20]
+    def on_line(line: str) -> None:
+        _relog(line)
+        if line.strip():
+            tail.append(line)
+            del tail[:-20]
 
-        reader = threading.Thread(target=relay, daemon=True)
-        reader.start()
-        try:
-            while proc.poll() is None:
-                tick(None)
-                try:
-                    proc.wait(timeout=1.0)
-                except subprocess.TimeoutExpired:
-                    pass
-        finally:
-            if proc.poll() is None:  # interrupted (Ctrl-C): the build must not go on without its parent
-                proc.terminate()
-                try:
-                    proc.wait(timeout=_TERMINATE_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            reader.join(timeout=5.0)
-    took = _minutes(time.monotonic() - started)
-    rc = proc.returncode
+    # Ctrl-C: SIGTERM, which the child turns into a clean stop of the build.
+    ended = run_child(argv, label, on_line, cwd=str(REPO_ROOT), env=env, on_start=on_start)
+    took, rc = ended.took, ended.returncode
     last = _last_message(tail)
     if rc < 0:
         if -rc == signal.SIGKILL:
@@ -191,7 +150,7 @@ def run_build_process(argv: Sequence[str], report_path: Path, label: str, worksp
                            "killer; no engine was written; try a smaller params.workspace_mb (now {}) or "
                            "params.batch (now {})".format(label, took, workspace_mb, batch))
         raise RunError("{}: the engine build died of {} after {}; no engine was written{}".format(
-            label, _signal_name(-rc), took, "; its last message: " + last if last else ""))
+            label, ended.killed_by, took, "; its last message: " + last if last else ""))
     report = _read_report(report_path)
     if report is not None and report.get("ok") and rc == 0:
         return report

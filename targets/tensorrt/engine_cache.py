@@ -64,6 +64,7 @@ class EngineKey:
     calibration_kind: Optional[str] = None  # int8: "table" (implicit calibration) or "qdq" (Q/DQ model)
     calibration_sha256: Optional[str] = None  # of the calibration table or of the Q/DQ model
     fp16_model_sha256: Optional[str] = None  # fp16 on a strongly typed builder: of the float16 conversion parsed
+    dla_core: Optional[int] = None  # the DLA core the engine runs on (trtexec target, hardware dla); None: the GPU
 
     @property
     def sm(self) -> str:
@@ -71,13 +72,15 @@ class EngineKey:
         return "{}{}".format(*self.compute_capability)
 
     def file_stem(self) -> str:
-        """workload-model sha prefix-precision-batch-TensorRT version-GPU architecture."""
-        return "{}-{}-{}-b{}-trt{}-sm{}".format(_safe(self.workload), self.model_sha256[:12], _safe(self.precision),
+        """workload-model sha prefix-precision-batch-TensorRT version-GPU architecture[-DLA core]."""
+        stem = "{}-{}-{}-b{}-trt{}-sm{}".format(_safe(self.workload), self.model_sha256[:12], _safe(self.precision),
                                                 self.batch, _safe(self.tensorrt_version), self.sm)
+        return stem if self.dla_core is None else "{}-dla{}".format(stem, self.dla_core)
 
     def fp32_reference(self) -> "EngineKey":
-        """The fp32 engine of the same model, batch and builder settings (the size check's reference)."""
-        return replace(self, precision="fp32", calibration_kind=None, calibration_sha256=None, fp16_model_sha256=None)
+        """The fp32 engine of the same model, batch and builder settings (the size check's reference), on the GPU."""
+        return replace(self, precision="fp32", calibration_kind=None, calibration_sha256=None, fp16_model_sha256=None,
+                       dla_core=None)
 
     def to_dict(self) -> Dict[str, Any]:
         """The key as its sidecar records it (compute capability as "8.7")."""
@@ -100,7 +103,10 @@ _COMPARED: List[Tuple[str, str]] = [
     ("calibration_sha256", "built with calibration data of SHA-256 {old:.12}...; it is now {new:.12}..."),
     ("fp16_model_sha256", "built from a float16 conversion with SHA-256 {old:.12}...; it is now {new:.12}..."),
     ("workspace_mb", "built with workspace_mb {old}; the task asks {new}"),
+    ("dla_core", "built for DLA core {old}; the task asks {new} (None: the GPU)"),
 ]
+#: Fields added after the first sidecars were written, with the value a sidecar without them means.
+_ADDED_LATER: Dict[str, Any] = {"dla_core": None}
 
 
 def _fmt(template: str, old: Any, new: Any) -> str:
@@ -118,10 +124,11 @@ def stale_reason(meta: Any, key: EngineKey, engine_path: Path) -> Optional[str]:
         return "its sidecar has schema {!r}, not {!r}".format(meta.get("schema"), SCHEMA)
     want = key.to_dict()
     for name, template in _COMPARED:
-        if name not in meta:
+        if name not in meta and name not in _ADDED_LATER:
             return "its sidecar lacks field '{}'".format(name)
-        if meta[name] != want[name]:
-            return _fmt(template, meta[name], want[name])
+        old = meta.get(name, _ADDED_LATER.get(name))
+        if old != want[name]:
+            return _fmt(template, old, want[name])
     for name in ("engine_bytes", "engine_sha256"):
         if name not in meta:
             return "its sidecar lacks field '{}'".format(name)

@@ -181,13 +181,14 @@ def decide(requested: str, layers: Optional[Sequence[Mapping[str, Any]]], engine
 
 
 def build_until_precision_holds(requested: str, build_once: Callable[[], Tuple[Optional[List[Dict[str, Any]]], int]],
-                                fp32_engine_bytes: Callable[[], int], retries: int,
+                                fp32_engine_bytes: Optional[Callable[[], int]], retries: int,
                                 what: str) -> Tuple[PrecisionDecision, int]:
     """Build, check, and rebuild up to `retries` times; returns the passing decision and the builds it took.
 
     build_once() builds into the same place each time and returns (layers, engine bytes);
-    fp32_engine_bytes() is called at most once, only when the layers cannot tell. Raises RunError
-    (one line) when no build holds.
+    fp32_engine_bytes() is called at most once, only when the layers cannot tell; None where an engine's
+    size says nothing of its precision (a DLA engine holds DLA loadables): then only the layers decide.
+    Raises RunError (one line) when no build holds.
     """
     attempts = 1 + max(0, int(retries))
     reference: List[int] = []
@@ -196,7 +197,7 @@ def build_until_precision_holds(requested: str, build_once: Callable[[], Tuple[O
         layers, size = build_once()
         if requested not in CHECKED:
             return check_layers(requested, layers), attempt
-        if needs_fp32_reference(requested, layers) and not reference:
+        if fp32_engine_bytes is not None and needs_fp32_reference(requested, layers) and not reference:
             reference.append(int(fp32_engine_bytes()))
         decision = decide(requested, layers, size, reference[0] if reference else None)
         if decision.passed:

@@ -147,6 +147,44 @@ class ParsedModel:
     fp16: Optional[Any] = None  # precision.fp16.Fp16Model
 
 
+def precision_inputs(request: LoadRequest, trt: Any, cache_dir: Path, target: str = "tensorrt") -> "ParsedModel":
+    """The ONNX file the builder parses for the task's precision, and the data it was made from (both targets).
+
+    int8 on a release with implicit calibration (TensorRT < 10.1) takes the workload's calibration
+    table; later releases (calibrators deprecated in 10.1, gone in 11) the Q/DQ model made from that
+    table. A model that is already quantized (Q/DQ nodes of its own) runs as given on either. fp16
+    on a strongly typed builder (10.12+ and 11: no FP16 flag) parses a float16 conversion of the
+    model, made once into cache_dir/onnx. trt: TensorRTInfo (version, implicit_int8, weak_typing).
+    """
+    model = Path(request.model_path)
+    if request.precision == "fp16" and not trt.weak_typing:
+        from precision.fp16 import resolve_fp16
+
+        fp16 = resolve_fp16(model, cache_dir / "onnx")
+        return ParsedModel(onnx_path=fp16.path, fp16=fp16)
+    if request.precision != "int8":
+        return ParsedModel(onnx_path=model)
+    from precision.qdq import resolve_qdq
+    from precision.table import check_table_for_model, table_for_release, table_path
+
+    if trt.implicit_int8:
+        import onnx
+
+        from precision.qdq import is_qdq_model
+
+        if not is_qdq_model(onnx.load(str(model), load_external_data=False)):
+            table = table_path(request.workload)
+            if not table.is_file():
+                raise ModelError("target {}: precision int8 needs the calibration table {}, which does not "
+                                 "exist: make it with python utility/calibrate.py --workload {} --model {}".format(
+                                     target, table, request.workload, model))
+            check_table_for_model(table, model, request.workload)
+            served = table_for_release(table, trt.version, cache_dir / "calibration")
+            return ParsedModel(onnx_path=model, table=served, calibration=("table", table, sha256_file(table)))
+    qdq = resolve_qdq(model, request.workload)
+    return ParsedModel(onnx_path=qdq.path, calibration=("qdq", qdq.path, qdq.sha256))
+
+
 class _EngineBuilder:
     """The cache's builder: TensorRT's builder in a child process, checked for its precision."""
 
@@ -187,7 +225,7 @@ class _EngineBuilder:
                                                          self.label)
         last = reports[-1]
         layers = last.get("layers")
-        return BuildOutcome(build_s=float(last.get("build_s") or 0.0), layers=_without_raw(layers), record={
+        return BuildOutcome(build_s=float(last.get("build_s") or 0.0), layers=sidecar_layers(layers), record={
             "model_path": str(self.model_path), "onnx_parsed": str(self.onnx_path),
             "calibration_path": str(self.calibration_path) if self.calibration_path else None,
             "builder": {"workspace_mb": key.workspace_mb, "timing_cache": str(timing_cache),
@@ -198,7 +236,7 @@ class _EngineBuilder:
         })
 
 
-def _without_raw(layers: Optional[List[Dict[str, Any]]]) -> Optional[List[Dict[str, Any]]]:
+def sidecar_layers(layers: Optional[List[Dict[str, Any]]]) -> Optional[List[Dict[str, Any]]]:
     """Layer records for the sidecar: what the precision check reads, without the inspector's bulky raw JSON."""
     if layers is None:
         return None
@@ -294,7 +332,7 @@ class TensorRTTarget(Target):
                                 force_zero_copy=opts.force_zero_copy, device=DEVICE).validate()
         model_path = Path(request.model_path)
         cache = EngineCache()
-        parsed = self._precision_inputs(request, trt, cache.directory)
+        parsed = precision_inputs(request, trt, cache.directory)
         onnx_path, table, calibration, fp16 = parsed.onnx_path, parsed.table, parsed.calibration, parsed.fp16
         key = EngineKey(workload=request.workload, model_sha256=sha256_file(model_path), precision=request.precision,
                         batch=request.batch, tensorrt_version=trt.version, tensorrt_header_version=trt.header_version,
@@ -315,44 +353,6 @@ class TensorRTTarget(Target):
         if fp16:
             info["fp16_model"] = fp16.info()
         return TensorRTSession(loop, info)
-
-    @staticmethod
-    def _precision_inputs(request: LoadRequest, trt: Any, cache_dir: Path) -> "ParsedModel":
-        """The ONNX file the builder parses for the task's precision, and the data it was made from.
-
-        int8 on a release with implicit calibration (TensorRT < 10.1) takes the workload's calibration
-        table; later releases (calibrators deprecated in 10.1, gone in 11) the Q/DQ model made from that
-        table. A model that is already quantized (Q/DQ nodes of its own) runs as given on either. fp16
-        on a strongly typed builder (10.12+ and 11: no FP16 flag) parses a float16 conversion of the
-        model, made once into cache_dir/onnx.
-        """
-        model = Path(request.model_path)
-        if request.precision == "fp16" and not trt.weak_typing:
-            from precision.fp16 import resolve_fp16
-
-            fp16 = resolve_fp16(model, cache_dir / "onnx")
-            return ParsedModel(onnx_path=fp16.path, fp16=fp16)
-        if request.precision != "int8":
-            return ParsedModel(onnx_path=model)
-        from precision.qdq import resolve_qdq
-        from precision.table import check_table_for_model, table_for_release, table_path
-
-        if trt.implicit_int8:
-            import onnx
-
-            from precision.qdq import is_qdq_model
-
-            if not is_qdq_model(onnx.load(str(model), load_external_data=False)):
-                table = table_path(request.workload)
-                if not table.is_file():
-                    raise ModelError("target tensorrt: precision int8 needs the calibration table {}, which does not "
-                                     "exist: make it with python utility/calibrate.py --workload {} --model {}".format(
-                                         table, request.workload, model))
-                check_table_for_model(table, model, request.workload)
-                served = table_for_release(table, trt.version, cache_dir / "calibration")
-                return ParsedModel(onnx_path=model, table=served, calibration=("table", table, sha256_file(table)))
-        qdq = resolve_qdq(model, request.workload)
-        return ParsedModel(onnx_path=qdq.path, calibration=("qdq", qdq.path, qdq.sha256))
 
     @staticmethod
     def _create_loop(library: Any, settings: Any, engine: CachedEngine, request: LoadRequest) -> Any:
