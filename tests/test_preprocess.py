@@ -374,12 +374,15 @@ def test_truncated_jpeg_is_refused_by_every_opencv(tmp_path: Path, monkeypatch: 
         pre.decode_bgr(path)
 
 
-def test_missing_opencv_is_one_line_naming_the_package(monkeypatch: Any) -> None:
+def test_missing_opencv_is_one_line_naming_the_package(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 raises ImportError
     with pytest.raises(DatasetError) as exc:
         pre.opencv()
     text = str(exc.value)
     assert "pip install opencv-python-headless" in text and "--system-site-packages" in text and "\n" not in text
+    with pytest.raises(DatasetError) as exc:  # said once, not as a decoding failure of each image
+        pre.preprocess_files([write_jpeg(tmp_path / "a.JPEG")], MOBILENET, workers=1)
+    assert str(exc.value).startswith("preprocessing needs OpenCV")
 
 
 def test_worker_processes_share_the_cores_with_opencv(tmp_path: Path, monkeypatch: Any) -> None:

@@ -569,6 +569,7 @@ def _work_chunk(npy: str, offset: int, paths: Sequence[str], start: int,
 def _run_workers(npy: Path, paths: Sequence[str], spec: PreprocessSpec, workers: Optional[int],
                  bar: Any) -> List[Tuple[int, str, int, int]]:
     """Fill the .npy file from paths, over a process pool when it pays; the per-image status."""
+    opencv()  # a missing cv2 is one error here, not a decoding failure per image or a broken pool
     n_workers = _worker_count(len(paths), workers)
     chunks = _chunks(len(paths), n_workers)
     status: List[Tuple[int, str, int, int]] = []
