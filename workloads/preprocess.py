@@ -154,11 +154,12 @@ class PreprocessSpec:
         cv2 = opencv()
         in_h, in_w = image.shape[:2]
         if in_h == in_w == 1:  # one pixel resamples to itself; OpenCV 4.5's cv2.resize refuses a 1x1 image
-            return np.broadcast_to(image, (h, w, 3))
+            return np.full((h, w, 3), image[0, 0], dtype=np.uint8)
         if self.interpolation == "area":
             if in_h >= h and in_w >= w and (in_h % h or in_w % w):
                 # Shrinking by a fractional factor, OpenCV runs the same float arithmetic on uint8 and
-                # float32 images (the same pixels once rounded), the float32 one in 30 % less time.
+                # float32 images (the same pixels once rounded), the float32 one 10-25 % faster with
+                # the conversions (whole-number factors take a faster integer path, kept as is).
                 return cv2.convertScaleAbs(cv2.resize(np.float32(image), (w, h), interpolation=cv2.INTER_AREA))
             return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
         if self.centers == "half_pixel":
