@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Tuple
@@ -401,12 +402,13 @@ def test_worker_processes_share_the_cores_with_opencv(tmp_path: Path, monkeypatc
     cached_preprocess(paths, SSD, tmp_path / "cache", {}, "t", workers=2)
     assert seen["initargs"] == (3,)  # 6 cores, 2 processes: 3 OpenCV threads each
     cv = pre.opencv()
-    before = cv.getNumThreads()
+    before = cv.getNumThreads(), signal.getsignal(signal.SIGINT)
     try:
-        pre._worker_init(1)
+        pre._worker_init(1)  # what a pool process runs first, here in this process
         assert cv.getNumThreads() == 1
-    finally:
-        cv.setNumThreads(before)
+    finally:  # give back Ctrl-C too: processes started later by other tests inherit an ignored SIGINT
+        cv.setNumThreads(before[0])
+        signal.signal(signal.SIGINT, before[1])
 
 
 # ---------------------------------------------------------------- cache
