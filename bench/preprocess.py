@@ -9,7 +9,9 @@ one thread (cv2.setNumThreads(1)) and the pool workers' allocator settings:
    (so that other load on the machine slows both alike) by the numpy path
    (Pillow decoding, the numpy resampler below: the implementation that OpenCV replaced, kept here
    for this comparison only) and by the OpenCV path (workloads/preprocess.py). Goal: OpenCV at
-   least 2x the numpy path's images/s. Decoding alone (Pillow and cv2.imdecode) is timed too.
+   least 2x the numpy path's images/s, counted per CPU second of this process, since the machine
+   may be shared (wall-clock images/s are printed too). Decoding alone (Pillow and cv2.imdecode)
+   is timed too.
 2. the cache: cold, 1 process (decode + crop/resize into the cache, then normalise every image
    into the model's float32 NCHW input, as an accuracy run feeds it); cold, all cores (the
    process pool); warm (the memory-mapped cache hit + the same normalisation, as a second
