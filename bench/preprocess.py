@@ -1,6 +1,6 @@
 """Preprocessing speed: OpenCV against the numpy resampler it replaced, then the preprocessing cache.
 
-Generates ImageNet-like JPEGs (500x375, about 110 KB each, as most ILSVRC2012 validation images)
+Generates ImageNet-like JPEGs (500x375, as most ILSVRC2012 validation images, about 80 KB each)
 unless --images names a folder of JPEGs, then, for each workload, in this process with OpenCV on
 one thread (cv2.setNumThreads(1)) and the pool workers' allocator settings:
 
