@@ -271,8 +271,8 @@ def main() -> int:
 
     print("\nimages: {}; OpenCV {}; {} cores".format(source, cv2.__version__, cores))
     print("decoding alone, 1 thread, images/s (per CPU second): Pillow {pillow_images_per_s:.1f} "
-          "({pillow_images_per_cpu_s:.1f}), cv2.imdecode {opencv_images_per_s:.1f} ({opencv_images_per_cpu_s:.1f})".format(
-              **decode))
+          "({pillow_images_per_cpu_s:.1f}), cv2.imdecode {opencv_images_per_s:.1f} "
+          "({opencv_images_per_cpu_s:.1f})".format(**decode))
     print("\ndecode + crop + resize, cold, 1 process, 1 thread, images/s and in brackets per CPU second\n"
           "(goal: OpenCV >= {:g}x numpy, per CPU second: the machine may be shared)".format(GEOMETRY_GOAL))
     print("{:<14} {:>20} {:>20} {:>18}".format("workload", "numpy", "OpenCV", "speed-up"))

@@ -139,7 +139,8 @@ def test_tf1_bilinear_is_tf1_resize_bilinear(content: str) -> None:
     (MOBILENET, lambda img: NUMPY.numpy_tf1_resize(tf_central_crop(img, 0.875), 224, 224)),
     (SSD, lambda img: NUMPY.numpy_tf1_resize(img, 300, 300)),
 ], ids=["mobilenet", "ssdmobilenet"])
-def test_tf_workloads_against_tf1_reference(spec: PreprocessSpec, reference: Callable[[np.ndarray], np.ndarray]) -> None:
+def test_tf_workloads_against_tf1_reference(spec: PreprocessSpec,
+                                            reference: Callable[[np.ndarray], np.ndarray]) -> None:
     rng = np.random.default_rng(3)
     worst, shrunk, enlarged = 0, 0, 0
     for h, w in random_sizes(400, seed=4):

@@ -415,8 +415,8 @@ def _build(paths: Sequence[Any], spec: PreprocessSpec, cache_dir: Path, identity
         with open(str(npy), "rb+") as f:
             os.fsync(f.fileno())
         meta = {"format": CACHE_FORMAT, "key": key, "tag": tag, "identity": dict(identity), "spec": spec.key(),
-                "spec_text": spec.describe(), "opencv": opencv_version(), "dtype": STORED_DTYPE, "layout": STORED_LAYOUT,
-                "shape": [len(paths), 3, h, w], "failures": [[i, str(paths[i]), why] for i, why in failures],
+                "spec_text": spec.describe(), "opencv": opencv_version(), "dtype": STORED_DTYPE,
+                "layout": STORED_LAYOUT, "shape": [len(paths), 3, h, w], "failures": [[i, str(paths[i]), why] for i, why in failures],
                 "sizes": sizes, "workers": n_workers, "build_seconds": round(time.perf_counter() - t0, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_json(tmp / META_FILE, meta)
