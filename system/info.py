@@ -51,7 +51,21 @@ def package_versions() -> Dict[str, Optional[str]]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    versions["opencv"] = _opencv_version()
     return versions
+
+
+def _opencv_version() -> Optional[str]:
+    """cv2's own version: JetPack's is a system package that no pip distribution name reports."""
+    import importlib.util
+
+    if importlib.util.find_spec("cv2") is None:
+        return None
+    try:
+        import cv2
+    except ImportError:  # present but unusable (built for another numpy): recorded as absent
+        return None
+    return str(cv2.__version__)
 
 
 def gpus() -> list:

@@ -1,27 +1,37 @@
-"""Per-workload image preprocessing (numpy + Pillow), parallel decoding, and the on-disk cache of its output.
+"""Per-workload image preprocessing (OpenCV), parallel decoding, and the on-disk cache of its output.
 
 A workload's `PreprocessSpec` is the one definition of its input pipeline; accuracy runs, every
 target and INT8 calibration all go through it. It has two stages:
 
-1. Geometry (`PreprocessSpec.pixels`): decode with Pillow, crop and resize with the resampler
-   below, round to uint8 RGB [h, w, 3]. This is the expensive part, and what the cache stores
-   (planar, [3, h, w] per image, so that feeding an NCHW model reads contiguous planes).
+1. Geometry (`PreprocessSpec.pixels`): decode, crop and resize with OpenCV into uint8 [h, w, 3].
+   This is the expensive part, and what the cache stores (planar RGB, [3, h, w] per image, so
+   that feeding an NCHW model reads contiguous planes).
 2. Normalisation (`PreprocessSpec.normalize`): (pixel - mean) * scale per channel, in the model's
    dtype and layout (NCHW or NHWC). A uint8 model gets the pixels themselves, since such models
    (the official TF-exported detectors) normalise inside their graph. This costs about 0.05 ms an
    image and is done as batches are fed.
 
-Why the resampler is written here rather than taken from Pillow: Pillow's bilinear filter
-antialiases when it shrinks an image (it widens its support with the scale), while TensorFlow's
-`resize_bilinear` and OpenCV's INTER_LINEAR, with which the reference models were trained and
-evaluated, sample two pixels per axis. Each spec names its sampling convention, and this module
-reproduces it to rounding:
+Each spec names its resampling, and each maps onto one OpenCV call:
 
-- bilinear "tf1": TF 1.x `resize_bilinear(align_corners=False)`, source = destination * scale.
-- bilinear "half_pixel": OpenCV INTER_LINEAR, source = (destination + 0.5) * scale - 0.5.
-- area: OpenCV INTER_AREA: when shrinking, each output pixel is the mean of the input area it
-  covers, partial pixels weighted by their overlap; when enlarging (either axis), OpenCV's own
-  two-tap rule, reproduced here too.
+- bilinear "tf1": TF 1.x `resize_bilinear(align_corners=False)`, source = destination * scale,
+  two taps per axis, no antialiasing: `cv2.warpAffine` with that scale matrix (INTER_LINEAR,
+  inverse map, replicated border, which is TF's clamp at the last pixel). OpenCV 5 computes the
+  source positions in floating point: within one grey level of TF. OpenCV 4.x rounds them to
+  1/32 pixel, which moves a value by up to 1/64 of the step between neighbouring pixels: within
+  one level on photographs except at the sharpest edges, up to 7 levels on random noise.
+  `cv2.resize` cannot express this convention (it samples at half-pixel centres).
+- bilinear "half_pixel": `cv2.resize` INTER_LINEAR, source = (destination + 0.5) * scale - 0.5.
+- area: `cv2.resize` INTER_AREA, as MLPerf's ResNet-50 pipeline calls it: each output pixel the
+  mean of the input area it covers when shrinking, OpenCV's own two-tap rule when enlarging.
+
+Pillow's resize is not used because its bilinear filter antialiases when it shrinks (it widens
+its support with the scale), unlike TF's and OpenCV's. JPEGs are decoded with `cv2.imdecode`
+(libjpeg-turbo, accurate integer IDCT: the same pixels as Pillow, which is about 20 % slower;
+CMYK JPEGs differ by one level in the colour conversion). EXIF orientation is ignored, as
+TensorFlow's and Pillow's decoders do. What OpenCV cannot decode, and a JPEG that does not end
+in its end-of-image marker (OpenCV 4.x returns a truncated JPEG grey-filled, without an error), goes
+to Pillow, which decodes it or says why not. The worker processes run OpenCV on
+cores / processes threads each, so that they do not oversubscribe the cores.
 
 Storing uint8 after the geometry stage rounds each value by at most half a grey level before
 normalisation. OpenCV-based pipelines (MLPerf's) round there too; TF-slim's float pipeline does
@@ -33,9 +43,10 @@ float16 and uint8 models in either layout.
 The cache: one folder per key under the datasets' `.cache/`, holding `pixels.npy` (uint8
 [N, 3, h, w], read back memory-mapped) and `meta.json`. The key is a SHA-256 of the dataset's
 identity (label or annotation file hash), the subset (the files with their sizes and modification
-times), the spec and the stored dtype and layout, so changing any of them misses the cache. An
-entry is built in a temporary folder and renamed into place once complete: an interrupted or
-failed build leaves nothing that a later run could take for a cache entry.
+times), the spec, the stored dtype and layout and the OpenCV version (4.x and 5.x resample
+differently), so changing any of them misses the cache. An entry is built in a temporary folder
+and renamed into place once complete: an interrupted or failed build leaves nothing that a later
+run could take for a cache entry.
 """
 
 from __future__ import annotations
@@ -61,7 +72,7 @@ from core.progress import progress
 
 log = logging.getLogger("mlmark.preprocess")
 
-CACHE_FORMAT = 1  # bump when the cache's files or their meaning change
+CACHE_FORMAT = 2  # bump when the cache's files or their meaning change (2: OpenCV resampling)
 STORED_DTYPE = "uint8"
 STORED_LAYOUT = "NCHW"
 PIXELS_FILE = "pixels.npy"
@@ -90,7 +101,7 @@ class PreprocessSpec:
     shorter_side: int = 0  # shorter_side_crop only
     mean: Tuple[float, float, float] = (0.0, 0.0, 0.0)  # RGB
     scale: Tuple[float, float, float] = (1.0, 1.0, 1.0)  # RGB
-    version: int = 1  # bump when this module's output for the same fields changes
+    version: int = 1  # bump when this spec's output changes (for every spec at once: CACHE_FORMAT)
     source: str = field(default="", compare=False)  # where the definition comes from (documentation only)
 
     def __post_init__(self) -> None:
@@ -118,39 +129,47 @@ class PreprocessSpec:
 
     # ------------------------------------------------------------------ geometry (cached stage)
 
-    def pixels(self, rgb: np.ndarray) -> np.ndarray:
-        """Crop and resize a decoded RGB image [H, W, 3] uint8 into [h, w, 3] uint8."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
-            raise ValueError("expected an RGB image [H, W, 3], got shape {}".format(list(rgb.shape)))
-        in_h, in_w = rgb.shape[:2]
+    def pixels(self, image: np.ndarray) -> np.ndarray:
+        """Crop and resize a decoded image [H, W, 3] uint8 into [h, w, 3] uint8 (channel order kept)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError("expected an image [H, W, 3], got shape {}".format(list(image.shape)))
+        if image.dtype != np.uint8 or image.strides[1:] != (3, 1):  # OpenCV takes rows with contiguous pixels
+            image = np.ascontiguousarray(image, dtype=np.uint8)
+        in_h, in_w = image.shape[:2]
         out_h, out_w = self.size
         if self.geometry == "central_crop":
             # tf.image.central_crop: offset int((n - n * fraction) / 2), size n - 2 * offset
             y0, x0 = int((in_h - in_h * self.central_fraction) / 2), int((in_w - in_w * self.central_fraction) / 2)
-            win_h, win_w = in_h - 2 * y0, in_w - 2 * x0
-            full_h, full_w, first_y, first_x = out_h, out_w, 0, 0
-        else:
-            y0 = x0 = 0
-            win_h, win_w = in_h, in_w
-            if self.geometry == "shorter_side_crop":
-                full_h, full_w = _shorter_side_size(in_h, in_w, self.shorter_side)
-                if full_h < out_h or full_w < out_w:
-                    raise ValueError("shorter side {} is smaller than the crop {}".format(
-                        self.shorter_side, self.size))
-                # MLPerf's centre crop of the resized image: offset int((resized - crop) / 2)
-                first_y, first_x = (full_h - out_h) // 2, (full_w - out_w) // 2
-            else:
-                full_h, full_w, first_y, first_x = out_h, out_w, 0, 0
-        mode = self.interpolation
-        if mode == "area" and (win_h < full_h or win_w < full_w):
-            mode = "area_enlarge"  # OpenCV's INTER_AREA switches both axes when either one is enlarged
-        iy, wy = _taps(win_h, full_h, mode, self.centers, first=first_y, count=out_h)
-        ix, wx = _taps(win_w, full_w, mode, self.centers, first=first_x, count=out_w)
-        ty, tx = (iy + y0, wy), (ix + x0, wx)
-        out = _resample(rgb, ty, tx)
-        np.rint(out, out=out)
-        np.clip(out, 0, 255, out=out)
-        return out.astype(np.uint8)
+            return self._resize(image[y0:in_h - y0, x0:in_w - x0], out_h, out_w)
+        if self.geometry == "stretch":
+            return self._resize(image, out_h, out_w)
+        full_h, full_w = _shorter_side_size(in_h, in_w, self.shorter_side)
+        if full_h < out_h or full_w < out_w:
+            raise ValueError("shorter side {} is smaller than the crop {}".format(self.shorter_side, self.size))
+        # MLPerf's centre crop of the resized image: offset int((resized - crop) / 2)
+        top, left = (full_h - out_h) // 2, (full_w - out_w) // 2
+        return self._resize(image, full_h, full_w)[top:top + out_h, left:left + out_w]
+
+    def _resize(self, image: np.ndarray, h: int, w: int) -> np.ndarray:
+        """image resized to [h, w] with this spec's resampling (see the module docstring)."""
+        cv2 = opencv()
+        in_h, in_w = image.shape[:2]
+        if in_h == in_w == 1:  # one pixel resamples to itself; OpenCV 4.5's cv2.resize refuses a 1x1 image
+            return np.full((h, w, 3), image[0, 0], dtype=np.uint8)
+        if self.interpolation == "area":
+            if in_h >= h and in_w >= w and (in_h % h or in_w % w):
+                # Shrinking by a fractional factor, OpenCV runs the same float arithmetic on uint8 and
+                # float32 images (the same pixels once rounded), the float32 one 10-25 % faster with
+                # the conversions (whole-number factors take a faster integer path, kept as is).
+                return cv2.convertScaleAbs(cv2.resize(np.float32(image), (w, h), interpolation=cv2.INTER_AREA))
+            return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        if self.centers == "half_pixel":
+            return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        source_of = np.array([[in_w / w, 0.0, 0.0], [0.0, in_h / h, 0.0]])  # TF 1.x: source = destination * scale
+        # On four channels OpenCV 5's warpAffine takes half the time it takes on three, conversion
+        # included; the pixels are the same.
+        return cv2.warpAffine(cv2.cvtColor(image, cv2.COLOR_BGR2BGRA), source_of, (w, h),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)[:, :, :3]
 
     # ------------------------------------------------------------------ normalisation (per batch)
 
@@ -182,73 +201,65 @@ def _shorter_side_size(h: int, w: int, side: int) -> Tuple[int, int]:
     return side, int(side * w / h)
 
 
-def _taps(length: int, out: int, interpolation: str, centers: str, first: int = 0,
-          count: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Source indices and weights [count, K] for resampling `length` pixels to `out` (outputs first..first+count)."""
-    count = out - first if count is None else count
-    o = np.arange(first, first + count, dtype=np.float64)
-    scale = length / out
-    if interpolation == "area_enlarge":
-        # OpenCV's INTER_AREA when enlarging: two taps, sx = floor(dx * scale) and a weight that
-        # is 0 until the output pixel's right edge passes input pixel sx's right edge.
-        i0 = np.minimum(np.floor(o * scale).astype(np.int64), length - 1)
-        frac = (o + 1) - (i0 + 1) / scale
-        frac = np.where(frac <= 0, 0.0, frac - np.floor(frac))
-        frac = np.where(i0 >= length - 1, 0.0, frac)
-        i1 = np.minimum(i0 + 1, length - 1)
-        return np.stack([i0, i1], axis=1), np.stack([1.0 - frac, frac], axis=1).astype(np.float32)
-    if interpolation == "area" and scale > 1.0:
-        k = int(math.ceil(scale)) + 1
-        lo = o * scale
-        hi = lo + scale
-        j = np.floor(lo).astype(np.int64)[:, None] + np.arange(k)[None, :]
-        w = np.clip(np.minimum(j + 1, hi[:, None]) - np.maximum(j, lo[:, None]), 0.0, None)
-        j = np.minimum(j, length - 1)  # only zero weights (or rounding dust) fall past the end
-        w /= w.sum(axis=1, keepdims=True)
-        return j, w.astype(np.float32)
-    if interpolation == "bilinear" and centers == "tf1":
-        src = o * scale
-    else:  # half-pixel centres
-        src = np.maximum((o + 0.5) * scale - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), length - 1)
-    frac = np.clip(src - i0, 0.0, 1.0)
-    i1 = np.minimum(i0 + 1, length - 1)
-    return np.stack([i0, i1], axis=1), np.stack([1.0 - frac, frac], axis=1).astype(np.float32)
-
-
-def _resample(img: np.ndarray, ty: Tuple[np.ndarray, np.ndarray], tx: Tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Separable resampling of [H, W, C] with row taps ty and column taps tx; float32 [h, w, C]."""
-    iy, wy = ty
-    ix, wx = tx
-    # Work on the span of input the taps touch (a crop may use a small part of a large image).
-    y0, y1 = int(iy.min()), int(iy.max()) + 1
-    x0, x1 = int(ix.min()), int(ix.max()) + 1
-    img = img[y0:y1, x0:x1]
-    iy = iy - y0
-    ix = ix - x0
-    rows = img[iy[:, 0]] * wy[:, 0, None, None]
-    for k in range(1, iy.shape[1]):
-        rows += img[iy[:, k]] * wy[:, k, None, None]
-    out = rows[:, ix[:, 0]] * wx[None, :, 0, None]
-    for k in range(1, ix.shape[1]):
-        out += rows[:, ix[:, k]] * wx[None, :, k, None]
-    return out
-
-
 # ---------------------------------------------------------------------- decoding
 
 
+def opencv() -> Any:
+    """The cv2 module; a DatasetError saying what to install where it cannot be imported."""
+    try:
+        import cv2
+    except ImportError as exc:  # absent, or built for another numpy
+        raise DatasetError("preprocessing needs OpenCV's Python module cv2, which cannot be imported ({}): on a "
+                           "Jetson use JetPack's (a virtual environment sees it when created with "
+                           "--system-site-packages), elsewhere pip install -e '.[opencv]' (opencv-python-headless)".format(
+                               str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)) from None
+    return cv2
+
+
+def opencv_version() -> str:
+    """OpenCV's version (part of the cache key: OpenCV 4.x and 5.x resample TF 1.x bilinear differently)."""
+    return str(opencv().__version__)
+
+
+def decode_bgr(path: Any) -> np.ndarray:
+    """Decode an image file into BGR uint8 [H, W, 3], OpenCV's order (grey, CMYK, palette, alpha converted)."""
+    cv2 = opencv()
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = None
+    if data.size and not _truncated_jpeg(data):
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        except cv2.error:
+            image = None
+    if image is None:  # not something OpenCV decodes: Pillow decodes it or says what is wrong with it
+        image = np.ascontiguousarray(_decode_pillow(path)[:, :, ::-1])
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError("decoded to shape {}".format(list(image.shape)))
+    return image
+
+
 def decode_rgb(path: Any) -> np.ndarray:
-    """Decode an image file into RGB uint8 [H, W, 3] with Pillow (grey, CMYK and palette images converted)."""
+    """Decode an image file into RGB uint8 [H, W, 3]."""
+    return np.ascontiguousarray(decode_bgr(path)[:, :, ::-1])
+
+
+def _truncated_jpeg(data: np.ndarray) -> bool:
+    """A JPEG without its end-of-image marker, which OpenCV 4.x decodes grey-filled without an error."""
+    return bytes(data[:2]) == b"\xff\xd8" and not bytes(data[-16:]).rstrip(b"\0").endswith(b"\xff\xd9")
+
+
+def _decode_pillow(path: Any) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
         if im.mode != "RGB":
             im = im.convert("RGB")
-        arr = np.asarray(im, dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError("decoded to shape {}".format(list(arr.shape)))
-    return arr
+        return np.asarray(im, dtype=np.uint8)
+
+
+def rgb_planes(image_bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """A decoded BGR image through spec's geometry as planar RGB uint8 [3, h, w] (a cache row)."""
+    return np.ascontiguousarray(spec.pixels(image_bgr).transpose(2, 0, 1)[::-1])
 
 
 def _decode_error(exc: BaseException) -> str:
@@ -258,7 +269,7 @@ def _decode_error(exc: BaseException) -> str:
 
 def preprocess_file(path: Any, spec: PreprocessSpec, dtype: Any = "float32", layout: str = "NCHW") -> np.ndarray:
     """One image file as the model's input [1, ...] (e.g. for INT8 calibration); raises on a corrupt file."""
-    return spec.normalize(spec.pixels(decode_rgb(path)).transpose(2, 0, 1)[None], dtype, layout)
+    return spec.normalize(rgb_planes(decode_bgr(path), spec)[None], dtype, layout)
 
 
 def preprocess_files(paths: Sequence[Any], spec: PreprocessSpec, dtype: Any = "float32", layout: str = "NCHW",
@@ -348,7 +359,8 @@ def files_fingerprint(paths: Sequence[Any]) -> str:
 def cache_key(paths: Sequence[Any], spec: PreprocessSpec, identity: Mapping[str, Any]) -> str:
     """The cache key of these images (with their dataset identity) under this spec."""
     parts = {"format": CACHE_FORMAT, "identity": dict(identity), "files": files_fingerprint(paths),
-             "count": len(paths), "spec": spec.key(), "dtype": STORED_DTYPE, "layout": STORED_LAYOUT}
+             "count": len(paths), "spec": spec.key(), "dtype": STORED_DTYPE, "layout": STORED_LAYOUT,
+             "opencv": opencv_version()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
@@ -402,8 +414,8 @@ def _build(paths: Sequence[Any], spec: PreprocessSpec, cache_dir: Path, identity
         with open(str(npy), "rb+") as f:
             os.fsync(f.fileno())
         meta = {"format": CACHE_FORMAT, "key": key, "tag": tag, "identity": dict(identity), "spec": spec.key(),
-                "spec_text": spec.describe(), "dtype": STORED_DTYPE, "layout": STORED_LAYOUT,
-                "shape": [len(paths), 3, h, w], "failures": [[i, str(paths[i]), why] for i, why in failures],
+                "spec_text": spec.describe(), "opencv": opencv_version(), "dtype": STORED_DTYPE,
+                "layout": STORED_LAYOUT, "shape": [len(paths), 3, h, w], "failures": [[i, str(paths[i]), why] for i, why in failures],
                 "sizes": sizes, "workers": n_workers, "build_seconds": round(time.perf_counter() - t0, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_json(tmp / META_FILE, meta)
@@ -504,18 +516,20 @@ def _chunks(n: int, workers: int) -> List[Tuple[int, int]]:
     return [(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def _worker_init() -> None:
-    """Set up a pool process: leave Ctrl-C to the parent, keep freed memory for the next image."""
+def _worker_init(threads: int) -> None:
+    """Set up a pool process: leave Ctrl-C to the parent, keep freed memory, its share of the cores for OpenCV."""
     # Ctrl-C goes to the whole process group; the parent alone handles it and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tune_allocator()
+    # OpenCV's own thread pool defaults to every core in each process: N processes would run N x cores threads.
+    opencv().setNumThreads(threads)
 
 
 def tune_allocator() -> None:
     """Have glibc keep freed memory in the heap (pool processes; benchmarks comparing with them)."""
-    # A fresh process's glibc returns each image's few MB of temporaries to the kernel and faults
-    # them back in for the next image (about 800 page faults an image), which halves the speed of
-    # the resampler. Raising the mmap and trim thresholds keeps that memory in the heap.
+    # A fresh process's glibc returns each image's temporaries (the decoded image alone is over
+    # 0.5 MB) to the kernel and faults them back in for the next image. Raising the mmap and trim
+    # thresholds keeps that memory in the heap.
     try:
         import ctypes
         import ctypes.util
@@ -540,21 +554,22 @@ def _work_chunk(npy: str, offset: int, paths: Sequence[str], start: int,
         for k, path in enumerate(paths):
             i = start + k
             try:
-                rgb = decode_rgb(path)
+                image = decode_bgr(path)
             except MemoryError:
                 raise
             except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for a corrupt file
                 status.append((i, _decode_error(exc), 0, 0))
                 continue
             f.seek(offset + i * row)
-            f.write(np.ascontiguousarray(spec.pixels(rgb).transpose(2, 0, 1)).tobytes())
-            status.append((i, "", int(rgb.shape[0]), int(rgb.shape[1])))
+            f.write(rgb_planes(image, spec).tobytes())
+            status.append((i, "", int(image.shape[0]), int(image.shape[1])))
     return status
 
 
 def _run_workers(npy: Path, paths: Sequence[str], spec: PreprocessSpec, workers: Optional[int],
                  bar: Any) -> List[Tuple[int, str, int, int]]:
     """Fill the .npy file from paths, over a process pool when it pays; the per-image status."""
+    opencv()  # a missing cv2 is one error here, not a decoding failure per image or a broken pool
     n_workers = _worker_count(len(paths), workers)
     chunks = _chunks(len(paths), n_workers)
     status: List[Tuple[int, str, int, int]] = []
@@ -572,10 +587,11 @@ def _run_workers(npy: Path, paths: Sequence[str], spec: PreprocessSpec, workers:
     # threaded process can deadlock the child. forkserver forks from a clean single-threaded server.
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["workloads.preprocess", "PIL.Image"])  # imported once, not per worker
+        ctx.set_forkserver_preload(["workloads.preprocess", "cv2"])  # imported once, not per worker
     else:
         ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_worker_init)
+    threads = max(1, available_cores() // n_workers)
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,))
     futures = {}
     try:
         futures = {pool.submit(_work_chunk, str(npy), offset, list(paths[a:b]), a, spec): b - a for a, b in chunks}
