@@ -85,6 +85,8 @@ class Session(abc.ABC):
     postprocess_on_target: Optional[str] = None
     #: True when timed_run() is implemented: the target's own library runs the timed loop
     has_timed_run: bool = False
+    #: why no score of this session is a valid MLMark result (e.g. it ran on a test double); None when it may be
+    invalid_reason: Optional[str] = None
 
     @abc.abstractmethod
     def input_specs(self) -> List[TensorSpec]:
