@@ -9,8 +9,6 @@ is plain Python, standing for any target with Session.timed_run.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -24,7 +22,6 @@ from harness.fileio import sha256_file
 from harness.runner import PreparedTask, measure, native_warmup, run_tasks
 from targets import get_target, target_names
 from targets.base import NativeTiming, Session, TensorSpec
-from targets.native import library as native
 from targets.tensorrt.engine_cache import EngineKey
 from targets.tensorrt.target import OPTION_DEFAULTS, ParsedModel, TensorRTTarget
 from tests.conftest import REPO, run_cli
@@ -111,23 +108,6 @@ def test_cli_refuses_in_one_line_when_the_native_library_is_missing(tmp_path: Pa
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert lines[0].startswith("mlmark: error: target tensorrt: MLMARK_NATIVE_LIB names ")
     assert not (tmp_path / "R").exists()
-
-
-def _nvcc() -> bool:
-    return bool(shutil.which("nvcc") or os.path.isfile("/usr/local/cuda/bin/nvcc")
-                or os.path.isfile(os.path.join(os.environ.get("CUDA_HOME", ""), "bin", "nvcc")))
-
-
-@pytest.fixture(scope="module")
-def library_without_tensorrt(tmp_path_factory: Any) -> Path:
-    """The project's native library as built on a machine without TensorRT (this one's, when current)."""
-    current = native.default_build_dir() / native.LIBRARY_NAME
-    if native.staleness(current) is None and b"MLMARK_TENSORRT=none|" in current.read_bytes():
-        return current
-    if not (shutil.which("cmake") and _nvcc()):
-        pytest.skip("needs cmake and nvcc to build the native library")
-    build = tmp_path_factory.mktemp("native-without-tensorrt")
-    return native.ensure_library(build_dir=build, cmake_args=["-DMLMARK_WITH_TENSORRT=OFF"])
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ replay agree with plain launches. Each figure is judged against the limits below
 all held.
 
     mlmark selftest [--quick] [--device N] [--json PATH]
+    mlmark selftest --tensorrt [...]    the TensorRT self-test (targets/tensorrt/selftest.py)
 """
 
 from __future__ import annotations
@@ -422,6 +423,9 @@ def build_parser(prog: str = "mlmark selftest") -> argparse.ArgumentParser:
                         help="few iterations, figures not judged (for compute-sanitizer or a first look)")
     parser.add_argument("--json", metavar="PATH", help="also write the full report as JSON to PATH")
     parser.add_argument("--verbose", action="store_true", help="show the library's log of every loop")
+    parser.add_argument("--tensorrt", action="store_true",
+                        help="check TensorRT instead: engines of every workload and precision against ONNX Runtime, "
+                             "trtexec and the engine cache (mlmark selftest --tensorrt --help)")
     return parser
 
 
@@ -441,6 +445,11 @@ def measure_from_args(args: argparse.Namespace) -> Dict[str, Any]:
 
 def run_selftest(argv: list[str] | None = None) -> int:
     """Entry point of `mlmark selftest`: print the table; 0 = all checks held, 1 = some failed, 2 = cannot run."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--tensorrt" in argv:
+        from targets.tensorrt.selftest import main as tensorrt_selftest
+
+        return tensorrt_selftest([a for a in argv if a != "--tensorrt"])
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         # Progress (a first-use build takes a minute) must reach the user even without the CLI's setup.

@@ -1,0 +1,121 @@
+"""`mlmark selftest --tensorrt` without TensorRT or a GPU: its refusal, its judgements (which must be able to fail),
+trtexec's output as it is read, and the small model with its Q/DQ version. Running it on engines is
+tests/test_tensorrt_double_gpu.py's part (with the TensorRT test double) and a board's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List
+
+import numpy as np
+import pytest
+
+from targets.tensorrt import selftest as st
+from tests.conftest import run_cli
+
+# trtexec's performance summary as TensorRT 8.6 and 10 print it (samples/common/sampleReporting.cpp), with the log
+# prefix and a percentile list; "Total GPU Compute Time" must not be taken for the median.
+TRTEXEC_OUTPUT = """\
+[12/01/2025-10:00:00] [I] === Performance summary ===
+[12/01/2025-10:00:00] [I] Throughput: 1538.2 qps
+[12/01/2025-10:00:00] [I] Latency: min = 0.66 ms, max = 0.91 ms, mean = 0.67 ms, median = 0.67 ms, percentile(90%) = 0.68 ms
+[12/01/2025-10:00:00] [I] GPU Compute Time: min = 0.6289 ms, max = 0.8701 ms, mean = 0.6412 ms, median = 0.6396 ms, \
+percentile(90%) = 0.6499 ms, percentile(95%) = 0.6521 ms, percentile(99%) = 0.69 ms
+[12/01/2025-10:00:00] [I] Total GPU Compute Time: 0.98 s
+&&&& PASSED TensorRT.trtexec [TensorRT v100300] # trtexec --loadEngine=x.engine
+"""
+
+
+def test_trtexec_gpu_compute_median_is_read() -> None:
+    assert st.parse_trtexec_gpu_median_ms(TRTEXEC_OUTPUT) == pytest.approx(0.6396)
+    assert st.parse_trtexec_gpu_median_ms("[I] Total GPU Compute Time: 0.98 s\n") is None
+    assert st.parse_trtexec_gpu_median_ms("") is None
+
+
+def test_trtexec_hook_runs_the_given_program(tmp_path: Path) -> None:
+    fake = tmp_path / "trtexec"
+    fake.write_text("#!/bin/sh\ncat <<'EOF'\n" + TRTEXEC_OUTPUT + "EOF\n")
+    fake.chmod(0o755)
+    assert st.find_trtexec(str(fake)) == str(fake)
+    assert st.find_trtexec(str(tmp_path / "absent")) is None
+    assert st.trtexec_gpu_median_ms(str(fake), tmp_path / "e.engine", 10) == pytest.approx(0.6396)
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\necho 'could not load the engine'\nexit 1\n")
+    broken.chmod(0o755)
+    with pytest.raises(st.MLMarkError, match="trtexec failed .exit 1.: could not load the engine"):
+        st.trtexec_gpu_median_ms(str(broken), tmp_path / "e.engine", 10)
+
+
+def _images(n: int, seed: int = 0) -> List[List[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal((1, 10)).astype(np.float32)] for _ in range(n)]
+
+
+def test_output_judgement_passes_close_outputs_and_fails_others() -> None:
+    ort = _images(8)
+    close = [[o[0] + 1e-3 * np.float32(np.abs(o[0]).max())] for o in ort]
+    assert st.judge_outputs("fp32", "classification", close, ort).verdict == st.PASS
+    noisy = [[o[0] + 0.2 * np.random.default_rng(3).standard_normal(o[0].shape).astype(np.float32)] for o in ort]
+    fp16 = st.judge_outputs("fp16", "classification", noisy, ort)
+    assert fp16.verdict == st.FAIL and fp16.limit == ">= 0.99"
+    assert st.judge_outputs("fp32", "classification", _images(8, seed=5), ort).verdict == st.FAIL
+    # int8 classification: top-1 agreement, not cosine.
+    int8 = st.judge_outputs("int8", "classification", noisy, ort)
+    assert int8.check.startswith("top-1") and int8.value.endswith("%")
+    swapped = [[-o[0]] for o in ort]
+    assert st.judge_outputs("int8", "classification", swapped, ort).verdict == st.FAIL
+    assert st.judge_outputs("int8", "detection", close, ort).verdict == st.PASS
+
+
+def test_small_model_and_its_qdq_version_agree_in_top1_on_onnxruntime(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from workloads.int8.qdq import is_qdq_model
+
+    model = st.small_model(tmp_path)
+    assert st.small_model(tmp_path).stat().st_mtime_ns == model.stat().st_mtime_ns  # written once
+    rng = np.random.default_rng(11)
+    images = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for _ in range(st.IMAGES)]
+    qdq = st.small_qdq_model(model, images)
+    import onnx
+
+    assert is_qdq_model(onnx.load(str(qdq)))
+    fp32 = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    int8 = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
+    a = [[fp32.run(None, {"input": x})[0]] for x in images]
+    b = [[int8.run(None, {"input": x})[0]] for x in images]
+    # The self-test's int8 threshold is one the quantized small model meets on the CPU.
+    assert st.judge_outputs("int8", "classification", b, a).verdict == st.PASS
+
+
+def test_report_table_and_json() -> None:
+    report = st.Report()
+    report.environment = {"device": "GPU", "tensorrt": "10.3.0", "tensorrt_headers": "10.3.0", "trtexec": None}
+    report.add(st.Line("small", "fp16", "outputs vs onnxruntime (cosine)", st.PASS, "0.99990", ">= 0.99"))
+    report.add(st.Line("small", "fp16", "GPU time vs trtexec", st.SKIP, detail="trtexec not found"))
+    report.add(st.Line("small", "fp16", "second load hits the cache", st.FAIL, "1.50 s", "cached, < 1 s"))
+    text = st.format_report(report)
+    assert "trtexec   not found" in text and "Result: 1 passed, 1 failed, 1 skipped" in text
+    row = next(l for l in text.splitlines() if "second load" in l)
+    assert "FAIL" in row and "1.50 s" in row and "cached, < 1 s" in row
+    data = report.to_dict()
+    assert data["passed"] is False and data["counts"] == {"PASS": 1, "FAIL": 1, "SKIP": 1}
+    json.dumps(data)
+
+
+@pytest.mark.slow
+def test_cli_refuses_in_one_line_without_tensorrt(tmp_path: Path, library_without_tensorrt: Any) -> None:
+    proc = run_cli("selftest", "--tensorrt", "--json", str(tmp_path / "r.json"),
+                   env={"MLMARK_NATIVE_LIB": str(library_without_tensorrt), "MLMARK_ENGINES": str(tmp_path / "E")})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlmark selftest --tensorrt: target tensorrt: ")
+    assert "TensorRT was not found" in lines[0] and "TensorRT_ROOT" in lines[0]
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "E").exists()
+
+
+def test_unknown_model_or_precision_is_refused() -> None:
+    with pytest.raises(st.MLMarkError, match="unknown model nosuch"):
+        st._list("small,nosuch", [], ["small", "mobilenet"], "model")
+    assert st._list(None, ["fp32"], ["fp32"], "precision") == ["fp32"]
