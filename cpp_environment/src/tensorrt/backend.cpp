@@ -36,8 +36,6 @@ bool linked_against_test_double() {
 
 }  // namespace
 
-bool built_with_tensorrt() { return true; }
-
 void get_info(int device, mlmark_trt_info* info) {
   info->built_with_tensorrt = 1;
   const compat::Features f = compat::features();

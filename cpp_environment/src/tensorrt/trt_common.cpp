@@ -235,37 +235,6 @@ int dtype_bits(int dtype) {
   }
 }
 
-const char* dtype_name(int dtype) {
-  switch (dtype) {
-    case MLMARK_DTYPE_FLOAT32:
-      return "float32";
-    case MLMARK_DTYPE_FLOAT16:
-      return "float16";
-    case MLMARK_DTYPE_INT8:
-      return "int8";
-    case MLMARK_DTYPE_INT32:
-      return "int32";
-    case MLMARK_DTYPE_BOOL:
-      return "bool";
-    case MLMARK_DTYPE_UINT8:
-      return "uint8";
-    case MLMARK_DTYPE_FP8:
-      return "fp8";
-    case MLMARK_DTYPE_BFLOAT16:
-      return "bfloat16";
-    case MLMARK_DTYPE_INT64:
-      return "int64";
-    case MLMARK_DTYPE_INT4:
-      return "int4";
-    case MLMARK_DTYPE_FP4:
-      return "fp4";
-    case MLMARK_DTYPE_E8M0:
-      return "e8m0";
-    default:
-      return "unknown";
-  }
-}
-
 std::size_t tensor_bytes(const std::vector<int64_t>& shape, int dtype, const std::string& name) {
   const int bits = dtype_bits(dtype);
   if (bits == 0) {

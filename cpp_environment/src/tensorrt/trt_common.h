@@ -81,10 +81,9 @@ std::vector<int64_t> to_vector(const nvinfer1::Dims& dims);
 nvinfer1::Dims to_dims(const std::vector<int64_t>& shape);
 std::string shape_string(const std::vector<int64_t>& shape);
 
-// Element types by their nvinfer1::DataType number (= MLMARK_DTYPE_*): bits per element (4 for the
-// packed 4-bit types), 0 when unknown, and a short name.
+// Bits per element of a type by its nvinfer1::DataType number (= MLMARK_DTYPE_*): 4 for the packed 4-bit
+// types, 0 when unknown.
 int dtype_bits(int dtype);
-const char* dtype_name(int dtype);
 // Bytes of a dense tensor; Error(INVALID_ARGUMENT) for a dynamic (-1) or unknown shape or type.
 std::size_t tensor_bytes(const std::vector<int64_t>& shape, int dtype, const std::string& name);
 
