@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -218,11 +219,16 @@ class Build {
       : net_(network), cfg_(config), logger_(logger) {}
 
   std::string run() {
-    if (env("MLMARK_TRT_DOUBLE_BUILD_FAIL") == "oom") {
+    const std::string fail = env("MLMARK_TRT_DOUBLE_BUILD_FAIL");
+    if (fail == "oom") {
       error(logger_, 2, "OutOfMemory",
             "the test double fails this build's workspace allocation of " + std::to_string(cfg_.workspace()) +
                 " bytes as asked by MLMARK_TRT_DOUBLE_BUILD_FAIL=oom");
       throw BuildError{"out of memory"};
+    }
+    if (fail == "error") {
+      error(logger_, 10, "Internal Error", "the test double fails this build as asked by MLMARK_TRT_DOUBLE_BUILD_FAIL=error");
+      throw BuildError{"failed"};
     }
     if (!net_.explicit_batch()) {
       error(logger_, 3, "API Usage Error", "the network has an implicit batch dimension");
@@ -357,6 +363,8 @@ class Build {
       bytes += n;
     }
     plan_.device_memory = 2 * bytes + (1 << 20);  // activations: about twice the I/O, and a MiB of scratch
+    const std::string mb = env("MLMARK_TRT_DOUBLE_CONTEXT_MB");  // an engine whose contexts need more than a GPU has
+    if (!mb.empty()) plan_.device_memory = static_cast<int64_t>(std::strtoll(mb.c_str(), nullptr, 10)) << 20;
   }
 
   void precision_mode() {

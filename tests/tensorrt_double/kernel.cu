@@ -56,7 +56,7 @@ __global__ void double_kernel(Args a) {
           static_cast<__half*>(o.data)[i] = __float2half(v);
           break;
         case 2:
-          static_cast<signed char*>(o.data)[i] = static_cast<signed char>(v * 400.0f);
+          static_cast<signed char*>(o.data)[i] = static_cast<signed char>(v * 250.0f);  // within -125..0
           break;
         case 3:
           static_cast<int*>(o.data)[i] = static_cast<int>(v * 4000.0f);

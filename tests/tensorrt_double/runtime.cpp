@@ -153,6 +153,15 @@ nvinfer1::IExecutionContext* EngineDouble::createExecutionContext() noexcept { r
 #endif
 
 nvinfer1::IExecutionContext* EngineDouble::create_context() {
+  // MLMARK_TRT_DOUBLE_CONTEXT_FAIL: contexts cannot be made, for lack of memory ("oom") or otherwise ("error").
+  const std::string fail = env("MLMARK_TRT_DOUBLE_CONTEXT_FAIL");
+  if (fail == "oom" || fail == "error") {
+    log(logger_, Severity::kERROR, fail == "oom" ? "Error Code 2: OutOfMemory (the test double fails this context's "
+                                                   "allocation as MLMARK_TRT_DOUBLE_CONTEXT_FAIL=oom asks)"
+                                                 : "Error Code 9: Internal Error (the test double fails this context as "
+                                                   "MLMARK_TRT_DOUBLE_CONTEXT_FAIL=error asks)");
+    return nullptr;
+  }
   // A context owns its activation memory (getDeviceMemorySize), as TensorRT's do by default.
   void* memory = nullptr;
   const cudaError_t err = cudaMalloc(&memory, static_cast<std::size_t>(plan_.device_memory));
