@@ -119,3 +119,98 @@ def test_unknown_model_or_precision_is_refused() -> None:
     with pytest.raises(st.MLMarkError, match="unknown model nosuch"):
         st._list("small,nosuch", [], ["small", "mobilenet"], "model")
     assert st._list(None, ["fp32"], ["fp32"], "precision") == ["fp32"]
+
+
+class _OrtSession:
+    """Stands in for a TensorRT session: runs the model with ONNX Runtime, as a correct engine would compute it."""
+
+    def __init__(self, model: Path, engine: Path, status: str, gpu_ms: float) -> None:
+        import onnxruntime as ort
+
+        from targets.base import TensorSpec
+
+        self.ort = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        inp = self.ort.get_inputs()[0]
+        self.specs = [TensorSpec(inp.name, (1,) + tuple(inp.shape[1:]), "float32")]
+        self.gpu_ms = gpu_ms
+        self.staged: Any = None
+        self.closed = False
+        self.info = {"engine": {"path": str(engine), "status": status,
+                                "precision_check": {"passed": True, "method": "layers", "detail": "fp16 in 2 of 2"}}}
+
+    def input_specs(self) -> Any:
+        return self.specs
+
+    def output_names(self) -> List[str]:
+        return [o.name for o in self.ort.get_outputs()]
+
+    def stage(self, inputs: Any) -> Any:
+        self.staged = inputs
+        return inputs
+
+    def run(self, slot: int, inputs: Any) -> Any:
+        return self.ort.run(None, inputs)
+
+    def timed_run(self, iterations: int, warmup: int = 0) -> Any:
+        from targets.base import NativeTiming
+
+        assert self.staged is not None
+        return NativeTiming(latencies_s=[0.001] * iterations, gpu_s=[self.gpu_ms / 1e3] * iterations, wall_s=0.1)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _FakeTarget:
+    def __init__(self, engine: Path, gpu_ms: float) -> None:
+        self.engine, self.gpu_ms, self.requests = engine, gpu_ms, []
+
+    def load(self, request: Any) -> _OrtSession:
+        self.requests.append(request)
+        status = "built: it is not built yet" if len(self.requests) == 1 else "cached"
+        return _OrtSession(Path(request.model_path), self.engine, status, self.gpu_ms)
+
+
+def test_check_engine_passes_a_correct_engine_and_fails_a_slow_one(tmp_path: Path) -> None:
+    model = st.small_model(tmp_path)
+    engine = tmp_path / "small.engine"
+    engine.write_bytes(b"engine")
+    fake = tmp_path / "trtexec"
+    fake.write_text("#!/bin/sh\ncat <<'EOF'\n" + TRTEXEC_OUTPUT + "EOF\n")  # GPU compute median 0.6396 ms
+    fake.chmod(0o755)
+    rng = np.random.default_rng(0)
+    subject = st.Subject("small", model, "mobilenet", "classification",
+                         lambda specs: {"input": rng.standard_normal((1, 3, 64, 64)).astype(np.float32)})
+    report = st.Report()
+    target = _FakeTarget(engine, gpu_ms=0.64)
+    st.check_engine(target, subject, "fp32", report, str(fake), {"workspace_mb": 64}, 20)
+    verdicts = {l.check: l.verdict for l in report.lines}
+    assert verdicts == {"engine": "PASS", "outputs vs onnxruntime (cosine)": "PASS", "layer precisions as asked": "PASS",
+                        "GPU time vs trtexec": "PASS", "second load hits the cache": "PASS"}, report.lines
+    assert [r.batch for r in target.requests] == [1, 1] and target.requests[0].options == {"workspace_mb": 64}
+    slow = st.Report()
+    st.check_engine(_FakeTarget(engine, gpu_ms=0.70), subject, "fp32", slow, str(fake), {}, 20)
+    line = next(l for l in slow.lines if l.check == "GPU time vs trtexec")
+    assert line.verdict == "FAIL" and line.value == "+9.44 %"
+    no_trtexec = st.Report()
+    st.check_engine(_FakeTarget(engine, gpu_ms=0.64), subject, "fp32", no_trtexec, None, {}, 20)
+    assert next(l for l in no_trtexec.lines if l.check == "GPU time vs trtexec").verdict == "SKIP"
+
+
+def test_check_engine_reports_a_failed_load_and_skips_int8_without_calibration_data(tmp_path: Path) -> None:
+    from harness.errors import ModelError, RunError
+
+    class Failing:
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def load(self, request: Any) -> Any:
+            raise self.exc
+
+    subject = st.Subject("mobilenet", tmp_path / "m.onnx", "mobilenet", "classification", lambda specs: {})
+    report = st.Report()
+    st.check_engine(Failing(ModelError("no Q/DQ model: make it with python utility/calibrate.py")), subject, "int8",
+                    report, None, {}, 10)
+    st.check_engine(Failing(RunError("the engine build was killed")), subject, "fp16", report, None, {}, 10)
+    assert [(l.precision, l.check, l.verdict) for l in report.lines] == [("int8", "engine", "SKIP"),
+                                                                        ("fp16", "engine", "FAIL")]
