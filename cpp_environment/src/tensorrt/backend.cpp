@@ -2,8 +2,6 @@
 // the engine inspector.
 #include "tensorrt/backend.h"
 
-#include <dlfcn.h>
-
 #include <cstring>
 
 #include "cuda_util.h"
@@ -17,21 +15,6 @@ namespace {
 void copy_string(char* dst, std::size_t size, const std::string& src) {
   std::strncpy(dst, src.c_str(), size - 1);
   dst[size - 1] = '\0';
-}
-
-// MLMark's TensorRT test double (tests/tensorrt_double, built by the test suite only) exports this symbol;
-// TensorRT does not. Looked up in the library that provides TensorRT's entry points, whatever its name.
-const char kTestDoubleMarker[] = "mlmark_tensorrt_test_double";
-
-bool linked_against_test_double() {
-  Dl_info where;
-  std::memset(&where, 0, sizeof(where));
-  if (dladdr(reinterpret_cast<void*>(&createInferRuntime_INTERNAL), &where) == 0 || !where.dli_fname) return false;
-  void* handle = dlopen(where.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
-  if (!handle) return false;
-  const bool found = dlsym(handle, kTestDoubleMarker) != nullptr;
-  dlclose(handle);
-  return found;
 }
 
 }  // namespace

@@ -287,9 +287,9 @@ void build_engine(const mlmark_trt_build_config& c, mlmark_trt_build_result* res
   const std::string cache_path = c.timing_cache ? c.timing_cache : "";
   TimingCache cache = load_timing_cache(*config, cache_path);
 
-  log(MLMARK_LOG_INFO, "engine build: optimizing %s for %s at batch %d, %s, workspace %lld MiB (TensorRT %s); this "
+  log(MLMARK_LOG_INFO, "engine build: optimizing %s for %s at batch %d, %s, workspace %lld MiB (%s); this "
       "takes minutes on a small board", model.c_str(), props.name.c_str(), c.batch, precision_name(c.precision),
-      static_cast<long long>(c.workspace_mb), compat::runtime_version().c_str());
+      static_cast<long long>(c.workspace_mb), runtime_label().c_str());
   keep.push_back(compat::attach_progress(*config));
   Ptr<nvinfer1::IHostMemory> plan(builder->buildSerializedNetwork(*network, *config));
   keep.clear();

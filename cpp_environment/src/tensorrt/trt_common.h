@@ -57,6 +57,12 @@ class ErrorCapture {
   std::vector<std::string> errors_;
 };
 
+// True when the library providing TensorRT's entry points is MLMark's TensorRT test double (tests only), which
+// exports a marker TensorRT does not.
+bool linked_against_test_double();
+// "TensorRT 10.3.0", or "the TensorRT test double for 10.3.0": how log lines and errors name what runs.
+std::string runtime_label();
+
 // A deserialized engine and the runtime it came from (which must outlive it).
 struct Engine {
   std::string path;
