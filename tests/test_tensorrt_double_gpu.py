@@ -380,6 +380,16 @@ def test_every_memory_mode_gets_the_data_through(env: Env, tiny: Path, memory: s
     session.close()
 
 
+def test_hardware_other_than_the_gpu_is_refused(env: Env, tiny: Path) -> None:
+    target = TensorRTTarget()
+    for hardware, words in (("dla", "DLA cores are not supported"), ("cpu", "TensorRT runs on NVIDIA GPUs only")):
+        with pytest.raises(UnsupportedTask, match="hardware {} is not supported .*{}".format(hardware, words)):
+            target.load(LoadRequest(model_path=tiny, workload="mobilenet", hardware=hardware, precision="fp32",
+                                    batch=1, concurrency=1))
+    assert target.capabilities().precisions == {"gpu": ("fp32", "fp16", "int8")}  # what an H200 runs fast
+    assert target.unsupported_hint("gpu") == ""
+
+
 def test_zero_copy_on_a_discrete_gpu_is_refused_unless_forced(env: Env, tiny: Path) -> None:
     with pytest.raises(UnsupportedTask, match="zero-copy memory is refused"):
         env.load(tiny, memory="zero-copy")

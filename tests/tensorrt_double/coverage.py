@@ -1,6 +1,6 @@
 """Line coverage of the tensorrt target by its tests on the TensorRT test double (needs an NVIDIA GPU).
 
-    MLMARK_CUDA_ARCHS=90 python -m tests.tensorrt_double.coverage [--json PATH] [--no-build] [-- PYTEST ARGS]
+    MLMARK_CUDA_ARCHS=90 python -m tests.tensorrt_double.coverage [--json PATH] [--no-build] [--keep] [-- PYTEST ARGS]
 
 Builds the double and a native library compiled with --coverage for each release the tests use (8.2, 8.6,
 10.3), runs the GPU tests and the TensorRT CPU tests under coverage.py (child processes too: engine builds
@@ -72,7 +72,12 @@ def python_coverage() -> Tuple[float, Dict[str, Dict[str, object]]]:
     import coverage
 
     cov = coverage.Coverage(data_file=str(OUT / ".coverage"), config_file=str(OUT / "coveragerc"))
-    cov.combine(data_paths=[str(OUT)])
+    cov.load()  # what earlier parts combined (--keep); nothing when starting afresh
+    try:
+        cov.combine(data_paths=[str(OUT)])
+    except Exception as exc:  # noqa: BLE001 - coverage's NoDataError (its module moved between versions)
+        if type(exc).__name__ != "NoDataError":
+            raise
     cov.save()
     files: Dict[str, Dict[str, object]] = {}
     total = covered = 0
@@ -150,22 +155,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.tensorrt_double.coverage", description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=OUT / "coverage.json")
     parser.add_argument("--no-build", action="store_true", help="use the coverage builds as they are")
-    parser.add_argument("--report-only", action="store_true", help="report the last run's data, run nothing")
+    parser.add_argument("--keep", action="store_true",
+                        help="add to the data of earlier runs instead of starting afresh (tests run in several parts)")
+    parser.add_argument("--report-only", action="store_true", help="report the data of earlier runs, run nothing")
     opts = parser.parse_args(args)
     if not shutil.which("gcov"):
         print("coverage: gcov (from the system's gcc) is needed", file=sys.stderr)
         return 2
     if not opts.report_only:
-        if OUT.exists():
+        if OUT.exists() and not opts.keep:
             shutil.rmtree(str(OUT))
-        OUT.mkdir(parents=True)
+        OUT.mkdir(parents=True, exist_ok=True)
         for release in RELEASES:
             if not opts.no_build:
                 print("building the TensorRT test double and a --coverage native library for {}".format(release),
                       flush=True)
                 dbuild.build_double(release, coverage=True)
-            for stale in (dbuild.DEFAULT_OUT / "native-{}-coverage".format(release)).rglob("*.gcda"):
-                stale.unlink()
+            if not opts.keep:
+                for stale in (dbuild.DEFAULT_OUT / "native-{}-coverage".format(release)).rglob("*.gcda"):
+                    stale.unlink()
         status = run_tests(pytest_args)
         print("tests exited with status {}".format(status), flush=True)
     py_total, py_files = python_coverage()
