@@ -426,3 +426,35 @@ def test_run_from_several_threads_uses_each_slot_from_its_own_thread_at_once() -
         t.join()
     assert loop.most_inside > 1  # the slots' inferences overlapped (they were serialized by a lock before)
     assert sorted(loop.loaded) == [0, 1, 2, 3]  # each slot's buffers got the batch once, not per inference
+
+
+def test_a_session_that_says_it_is_not_valid_makes_an_invalid_result(tmp_path: Path) -> None:
+    """A target running on a test double marks its session; the harness then marks every result not valid."""
+    from harness import results as res
+    from harness.report import format_table
+    from tests.conftest import write_tiny_classifier
+    from workloads import get_workload
+    from workloads.model_store import resolve_model
+
+    class DoubleSession(PythonLoopSession):
+        invalid_reason = "made with a test double, not the real library"
+
+    class PlainTarget:
+        name = "tensorrt"
+
+        def load(self, request: Any) -> Session:
+            return DoubleSession()
+
+        def versions(self) -> Dict[str, str]:
+            return {}
+
+    model = resolve_model(get_workload("mobilenet"), str(write_tiny_classifier(tmp_path / "m.onnx")))
+    pt = _prepared(mode="latency", batch=1, iterations=1100, warmup_s=0.01)
+    pt.target, pt.model = PlainTarget(), model  # type: ignore
+    record = res.RunRecord(started=res.now(), config_files=[], system={})
+    out = tmp_path / "r.json"
+    run_tasks([pt], record, out)
+    t = res.load(out).tasks[0]
+    assert t.iterations == 1100 and t.valid is False  # enough iterations, still not valid
+    assert "made with a test double, not the real library" in t.notes
+    assert "made with a test double" in format_table(res.load(out).tasks)
