@@ -107,6 +107,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return _subcommand(argv[1:], run_crosscheck)
     if argv and argv[0] == "selftest":
+        if "--tensorrt" in argv[1:]:
+            from harness.trt_selftest import main as tensorrt_selftest
+
+            return _subcommand([a for a in argv[1:] if a != "--tensorrt"], tensorrt_selftest)
         from targets.native.selftest import run_selftest
 
         return _subcommand(argv[1:], run_selftest)

@@ -423,5 +423,8 @@ def run_task(pt: PreparedTask, started: str) -> Any:
                 result.target_info.update(m.native_info)
                 if m.gpu_s:
                     result.target_info["gpu_compute_ms"] = summarize(m.gpu_s).to_dict()
+    if session.invalid_reason:  # e.g. a target's test double: never a valid score, whatever was measured
+        result.valid = False
+        result.notes.append(session.invalid_reason)
     result.finished = res.now()
     return result

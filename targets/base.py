@@ -102,6 +102,8 @@ class Session(abc.ABC):
     has_timed_run: bool = False
     #: True when summary_run() is implemented: an external tool runs warm-up and timed loop and summarizes them
     has_summary_run: bool = False
+    #: why no score of this session is a valid MLMark result (e.g. it ran on a test double); None when it may be
+    invalid_reason: Optional[str] = None
 
     @abc.abstractmethod
     def input_specs(self) -> List[TensorSpec]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -113,3 +114,22 @@ def standin_trtexec(trtexec_env: Path) -> Callable[..., Path]:
 def tiny_model(trtexec_env: Path) -> Path:
     """A tiny classifier with mobilenet's inputs and outputs."""
     return write_tiny_classifier(trtexec_env / "tiny.onnx")
+
+
+def _nvcc() -> bool:
+    return bool(shutil.which("nvcc") or os.path.isfile("/usr/local/cuda/bin/nvcc")
+                or os.path.isfile(os.path.join(os.environ.get("CUDA_HOME", ""), "bin", "nvcc")))
+
+
+@pytest.fixture(scope="session")
+def library_without_tensorrt(tmp_path_factory: Any) -> Path:
+    """The project's native library as built on a machine without TensorRT (this one's, when current)."""
+    from targets.native import library as native
+
+    current = native.default_build_dir() / native.LIBRARY_NAME
+    if native.staleness(current) is None and b"MLMARK_TENSORRT=none|" in current.read_bytes():
+        return current
+    if not (shutil.which("cmake") and _nvcc()):
+        pytest.skip("needs cmake and nvcc to build the native library")
+    build = tmp_path_factory.mktemp("native-without-tensorrt")
+    return native.ensure_library(build_dir=build, cmake_args=["-DMLMARK_WITH_TENSORRT=OFF"])

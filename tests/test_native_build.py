@@ -473,7 +473,7 @@ def test_selftest_without_gpu_exits_2_with_one_line(built: Built) -> None:
     proc = subprocess.run([sys.executable, "-m", "targets.native.selftest", "--quick"], env=env, cwd=str(REPO),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert proc.stderr.strip().splitlines()[-1].startswith("selftest: error: ")
 
 
 # --- settings -------------------------------------------------------------------------------------

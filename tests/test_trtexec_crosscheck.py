@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from core.errors import RunError
+from core.specs import TensorSpec
 from harness.config import Params, Task
 from harness.crosscheck import UNVERIFIED, Comparison, compare_task, format_comparisons, matching_settings
 from harness.runner import PreparedTask
-from targets.base import NativeTiming, Session, TensorSpec
+from targets.base import NativeTiming, Session
 from targets.trtexec import tool
 from tests.test_trtexec_target import Make, calls, load, printed
 

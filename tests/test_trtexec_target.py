@@ -277,7 +277,7 @@ def test_dla_engines_are_built_and_run_on_the_dla_core(trtexec_env: Path, standi
 
 
 def test_shapes_only_for_a_symbolic_batch(tmp_path: Path) -> None:
-    from targets.base import TensorSpec
+    from core.specs import TensorSpec
 
     assert shapes_flag([TensorSpec("in:0", ("n", 3, 8, 8), "float32")], 4, tmp_path) == "--shapes='in:0':4x3x8x8"
     assert shapes_flag([TensorSpec("x", (4, 3, 8, 8), "float32")], 4, tmp_path) is None

@@ -87,7 +87,9 @@ MLMARK_API int mlmark_get_device_info(int32_t device, mlmark_device_info* info) 
   return guarded("mlmark_get_device_info", [&] {
     require(info, "info");
     check_size(info->struct_size, sizeof(mlmark_device_info), "mlmark_device_info");
-    const mlmark::DeviceProps p = mlmark::query_device(device);
+    // No context is created here: a process that asks what its GPU is before starting an engine-build child
+    // must not hold one (on a 4 GB Jetson two contexts cost hundreds of MiB).
+    const mlmark::DeviceProps p = mlmark::device_props(device);
     std::memset(info, 0, sizeof(*info));
     info->struct_size = sizeof(*info);
     info->device = device;
@@ -101,10 +103,13 @@ MLMARK_API int mlmark_get_device_info(int32_t device, mlmark_device_info* info) 
     info->concurrent_managed_access = p.concurrent_managed_access ? 1 : 0;
     info->driver_version = mlmark::driver_version();
     info->runtime_version = mlmark::runtime_version();
-    std::size_t free_bytes = 0, total_bytes = 0;
-    mlmark::check_cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
-    info->total_memory = total_bytes;
-    info->free_memory = free_bytes;
+    info->total_memory = p.total_memory;
+    if (mlmark::device_in_use(device)) {  // free memory needs the context, which then exists already
+      mlmark::use_device(device);
+      std::size_t free_bytes = 0, total_bytes = 0;
+      mlmark::check_cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+      info->free_memory = free_bytes;
+    }
   });
 }
 

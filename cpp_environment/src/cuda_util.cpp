@@ -1,5 +1,6 @@
 #include "cuda_util.h"
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -24,6 +25,16 @@ const int kErrUnsupportedPtxVersion = 222;
 const int kErrSystemNotReady = 802;
 const int kErrSystemDriverMismatch = 803;
 const int kErrCompatNotSupported = 804;
+
+// Devices use_device() made current in this process, as bits (a machine has far fewer than 64 GPUs).
+std::atomic<unsigned long long> g_devices_in_use(0);
+
+void check_index(int device, int count) {
+  if (device < 0 || device >= count) {
+    throw Error(MLMARK_ERR_NO_DEVICE,
+                "GPU index " + std::to_string(device) + " is out of range: " + std::to_string(count) + " visible");
+  }
+}
 
 }  // namespace
 
@@ -123,21 +134,27 @@ int require_devices() {
 }
 
 void use_device(int device) {
-  const int count = require_devices();
-  if (device < 0 || device >= count) {
-    throw Error(MLMARK_ERR_NO_DEVICE,
-                "GPU index " + std::to_string(device) + " is out of range: " + std::to_string(count) + " visible");
-  }
+  check_index(device, require_devices());
   check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  if (device < 64) g_devices_in_use.fetch_or(1ULL << device);
 }
+
+bool device_in_use(int device) { return device >= 0 && device < 64 && ((g_devices_in_use.load() >> device) & 1ULL) != 0; }
 
 DeviceProps query_device(int device) {
   use_device(device);
+  return device_props(device);
+}
+
+DeviceProps device_props(int device) {
+  // Device queries by index only: cudaGetDeviceProperties and cudaDeviceGetAttribute need no context.
+  check_index(device, require_devices());
   DeviceProps p;
   cudaDeviceProp prop;
   check_cuda(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
   prop.name[sizeof(prop.name) - 1] = '\0';
   p.name = prop.name;
+  p.total_memory = prop.totalGlobalMem;
   // Attributes rather than cudaDeviceProp fields: the attribute enum is stable across CUDA 10-13,
   // while the struct has lost fields between releases.
   int v = 0;

@@ -150,13 +150,13 @@ Loop::Loop(const mlmark_loop_config& c) {
     factory_ = make_spin_factory(c.spin_ns, static_cast<std::size_t>(c.input_bytes),
                                  static_cast<std::size_t>(c.output_bytes));
   }
-  {
-    std::unique_ptr<Executor> probe = factory_->create();
-    bindings_ = probe->bindings();
-    if (cuda_graph_ && !probe->capture_safe()) {
-      throw Error(MLMARK_ERR_UNSUPPORTED,
-                  "the " + factory_->name() + " executor cannot be captured into a CUDA graph; run without graphs");
-    }
+  // The first executor tells the bindings and then serves stream 0: no execution context is made only to
+  // be thrown away (a TensorRT context holds the engine's activation memory).
+  std::unique_ptr<Executor> first = factory_->create();
+  bindings_ = first->bindings();
+  if (cuda_graph_ && !first->capture_safe()) {
+    throw Error(MLMARK_ERR_UNSUPPORTED,
+                "the " + factory_->name() + " executor cannot be captured into a CUDA graph; run without graphs");
   }
   for (const Binding& b : bindings_) (b.is_input ? input_bytes_ : output_bytes_) += b.bytes;
 
@@ -174,7 +174,7 @@ Loop::Loop(const mlmark_loop_config& c) {
   slots_.reserve(static_cast<std::size_t>(concurrency_));
   for (int i = 0; i < concurrency_; ++i) {
     slots_.push_back(std::unique_ptr<Slot>(new Slot()));
-    setup_slot(*slots_.back(), i);
+    setup_slot(*slots_.back(), i, i == 0 ? std::move(first) : factory_->create());
   }
   fifo_.assign(static_cast<std::size_t>(concurrency_), nullptr);
 
@@ -195,9 +195,9 @@ Loop::~Loop() {
   drain();
 }
 
-void Loop::setup_slot(Slot& s, int number) {
+void Loop::setup_slot(Slot& s, int number, std::unique_ptr<Executor> executor) {
   check_cuda(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  s.executor = factory_->create();
+  s.executor = std::move(executor);
   const std::string owner = "stream " + std::to_string(number);
   for (const Binding& b : bindings_) {
     const std::string what = "'" + b.name + "' of " + owner;
@@ -232,7 +232,17 @@ void Loop::setup_slot(Slot& s, int number) {
     make_event(&s.end[p], has_output_copy ? cudaEventDefault : wait_flag);
     if (has_output_copy) make_event(&s.done[p], cudaEventDisableTiming | wait_flag);
   }
-  if (cuda_graph_) capture_graph(s);
+  if (cuda_graph_) {
+    std::string why;
+    if (!capture_graph(s, &why)) {
+      // As trtexec does: say so and run every stream without graphs (never some with and some without).
+      graph_fallback_ = "CUDA-graph capture failed on stream " + std::to_string(number) + " (" + why +
+                        "); running without CUDA graphs";
+      log(MLMARK_LOG_WARNING, "%s executor: %s", factory_->name().c_str(), graph_fallback_.c_str());
+      cuda_graph_ = false;
+      drop_graphs();
+    }
+  }
   if (launch_gate_) {
     // One inference ungated first: the executor's first launches may load modules lazily, which can wait
     // for the whole context, TensorRT finishes a context's setup on its first enqueue, and a graph is
@@ -248,31 +258,70 @@ void Loop::setup_slot(Slot& s, int number) {
   }
 }
 
-void Loop::capture_graph(Slot& s) {
+bool Loop::capture_graph(Slot& s, std::string* why) {
   // One plain enqueue first: TensorRT finishes a context's lazy setup on its first enqueue (allocations,
-  // shape and profile updates), which must not happen inside a capture.
+  // shape and profile updates), which must not happen inside a capture. A failure here is not the capture's.
   s.executor->enqueue(s.stream, s.pointers.data());
   check_cuda(cudaStreamSynchronize(s.stream), "the inference before graph capture");
   check_cuda(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  std::string enqueue_error;
   try {
     s.executor->enqueue(s.stream, s.pointers.data());
-  } catch (...) {
-    // End the capture whatever happened, or the stream stays unusable.
-    cudaGraph_t broken = nullptr;
-    cudaStreamEndCapture(s.stream, &broken);
-    if (broken) cudaGraphDestroy(broken);
-    cudaGetLastError();
-    throw;
+  } catch (const std::exception& e) {
+    // An engine may hold operations a capture does not permit: its enqueue then fails (TensorRT returns
+    // false) or invalidates the capture. The capture is ended whatever happened, or the stream stays unusable.
+    enqueue_error = e.what();
   }
   cudaGraph_t graph = nullptr;
-  check_cuda(cudaStreamEndCapture(s.stream, &graph), "cudaStreamEndCapture");
+  const cudaError_t ended = cudaStreamEndCapture(s.stream, &graph);
+  cudaGetLastError();
+  if (!enqueue_error.empty() || ended != cudaSuccess || !graph) {
+    if (graph) cudaGraphDestroy(graph);
+    *why = !enqueue_error.empty() ? "the enqueue failed while capturing: " + enqueue_error
+                                  : std::string("cudaStreamEndCapture: ") + cudaGetErrorString(ended);
+    return false;
+  }
+  // Verified before it is trusted: it holds work (an empty graph would time nothing), it instantiates, and
+  // one replay runs to completion.
+  std::size_t nodes = 0;
+  const cudaError_t counted = cudaGraphGetNodes(graph, nullptr, &nodes);
+  cudaGetLastError();
+  if (counted != cudaSuccess || nodes == 0) {
+    cudaGraphDestroy(graph);
+    *why = counted != cudaSuccess ? std::string("cudaGraphGetNodes: ") + cudaGetErrorString(counted)
+                                  : "the captured graph is empty";
+    return false;
+  }
   try {
     instantiate(&s.graph, graph);
-  } catch (...) {
+  } catch (const Error& e) {
     cudaGraphDestroy(graph);
-    throw;
+    s.graph = nullptr;
+    *why = e.what();
+    return false;
   }
   cudaGraphDestroy(graph);
+  cudaError_t replay = cudaGraphLaunch(s.graph, s.stream);
+  if (replay == cudaSuccess) replay = cudaStreamSynchronize(s.stream);
+  cudaGetLastError();
+  if (replay != cudaSuccess) {
+    cudaGraphExecDestroy(s.graph);
+    s.graph = nullptr;
+    *why = std::string("replaying the captured graph: ") + cudaGetErrorString(replay);
+    return false;
+  }
+  log(MLMARK_LOG_DEBUG, "stream graph captured: %zu node(s), one replay verified", nodes);
+  return true;
+}
+
+void Loop::drop_graphs() noexcept {
+  for (auto& slot : slots_) {
+    if (!slot->graph) continue;
+    if (slot->stream) cudaStreamSynchronize(slot->stream);
+    cudaGraphExecDestroy(slot->graph);
+    slot->graph = nullptr;
+  }
+  cudaGetLastError();
 }
 
 void Loop::issue(Slot& s, int64_t index) {
@@ -432,7 +481,11 @@ void Loop::set_input(int slot, int binding, const void* data, std::size_t bytes)
   }
   if (slot != -1) slot_at(slot);  // validates
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-  drain();
+  if (slot == -1) {
+    drain();
+  } else {
+    sync_slot(slot_at(slot));  // this slot only: another thread may be using another one
+  }
   for (std::size_t k = 0; k < slots_.size(); ++k) {
     if (slot != -1 && static_cast<int>(k) != slot) continue;
     Slot& s = *slots_[k];
@@ -454,7 +507,7 @@ void Loop::infer(int slot, void* const* outputs, int count) {
   }
   Slot& s = slot_at(slot);
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-  drain();
+  sync_slot(s);  // this slot only: other threads may be running inferences on the others
   try {
     if (transfers_) {
       for (std::size_t i = 0; i < bindings_.size(); ++i) {
@@ -483,9 +536,15 @@ void Loop::infer(int slot, void* const* outputs, int count) {
       }
     }
   } catch (...) {
-    drain();
+    if (cudaStreamSynchronize(s.stream) != cudaSuccess) cudaGetLastError();
+    s.busy = false;
     throw;
   }
+}
+
+void Loop::sync_slot(Slot& s) {
+  check_cuda(cudaStreamSynchronize(s.stream), "waiting for the slot's work in flight");
+  s.busy = false;
 }
 
 mlmark_run_info Loop::info() const {

@@ -38,12 +38,17 @@ class Loop {
   const std::vector<Binding>& bindings() const { return bindings_; }
 
   // Copy host data into an input binding of one slot, or of all slots when slot is -1 (see
-  // mlmark_loop_set_input).
+  // mlmark_loop_set_input). With a slot, only that slot is touched: different slots may be set from
+  // different threads at once.
   void set_input(int slot, int binding, const void* data, std::size_t bytes);
 
   // One synchronous inference on a slot through the timed path; outputs[i] receives output binding i
-  // (NULL skips it); count must be the number of bindings.
+  // (NULL skips it); count must be the number of bindings. Touches that slot only, so that one thread per
+  // slot may infer at once (the harness's loop for workloads with host post-processing).
   void infer(int slot, void* const* outputs, int count);
+
+  // Why CUDA graphs were asked for but are not used ("" when they are, or were not asked for).
+  const std::string& graph_fallback() const { return graph_fallback_; }
 
   // warmup untimed inferences, then iterations timed ones (see mlmark_loop_run).
   void run(int64_t iterations, int64_t warmup, double* e2e_s, double* gpu_s, double* enqueue_s, mlmark_run_info* info);
@@ -75,8 +80,12 @@ class Loop {
   };
 
   Slot& slot_at(int slot);
-  void setup_slot(Slot& slot, int number);
-  void capture_graph(Slot& slot);
+  void setup_slot(Slot& slot, int number, std::unique_ptr<Executor> executor);
+  // Capture and verify the slot's graph; false (reason in *why) when the capture failed, as TensorRT
+  // reports for engines with operations a capture does not permit.
+  bool capture_graph(Slot& slot, std::string* why);
+  void drop_graphs() noexcept;
+  void sync_slot(Slot& slot);
   void issue(Slot& slot, int64_t index);
   void check_gate(Slot& slot) const;  // Error when the slot's gate gave up waiting for the host
   Slot* wait_any(Clock::time_point* finished);
@@ -87,6 +96,7 @@ class Loop {
   int concurrency_ = 1;
   int sync_mode_ = MLMARK_SYNC_BLOCKING;
   bool cuda_graph_ = false;
+  std::string graph_fallback_;
   bool launch_gate_ = false;
   bool transfers_ = true;
   int memory_ = MLMARK_MEMORY_DEVICE;

@@ -14,8 +14,6 @@ namespace {
 
 }  // namespace
 
-bool built_with_tensorrt() { return false; }
-
 void get_info(int device, mlmark_trt_info* info) {
   (void)device;
   info->built_with_tensorrt = 0;

@@ -157,7 +157,7 @@ class TrtInfoStruct(ctypes.Structure):
         ("fast_fp16", ctypes.c_int32),
         ("fast_int8", ctypes.c_int32),
         ("fast_from_builder", ctypes.c_int32),
-        ("reserved0", ctypes.c_int32),
+        ("test_double", ctypes.c_int32),
         ("header_version", ctypes.c_char * 32),
         ("runtime_version", ctypes.c_char * 32),
     ]

@@ -246,17 +246,23 @@ class NativeLoop:
             out.append((index, array))
         return out
 
-    def set_inputs(self, inputs: Dict[str, np.ndarray]) -> None:
-        """Give every stream these input arrays (by binding name), so timed runs read real data."""
+    def set_inputs(self, inputs: Dict[str, np.ndarray], slot: Optional[int] = None) -> None:
+        """Give every stream (or one slot's) these input arrays (by binding name), so runs read real data.
+
+        With a slot only that slot is touched, so one thread per slot may do this while others infer.
+        """
         if self._handle is None:
             raise ConfigError("this loop is closed")
+        if slot is not None and (not isinstance(slot, int) or not 0 <= slot < self.used.concurrency):
+            raise ConfigError("slot must be within 0..{}, got {!r}".format(self.used.concurrency - 1, slot))
         for index, array in self._inputs_in_order(inputs):
-            self._library.loop_set_input(self._handle, -1, index, array)
+            self._library.loop_set_input(self._handle, -1 if slot is None else slot, index, array)
 
     def infer(self, inputs: Optional[Dict[str, np.ndarray]], slot: int = 0) -> Dict[str, np.ndarray]:
         """One synchronous inference on one stream, through the timed path; the outputs by binding name.
 
-        inputs None: the stream's buffers hold them already (set_inputs), as in the timed loop.
+        inputs None: the stream's buffers hold them already (set_inputs), as in the timed loop. Different
+        slots may infer from different threads at once (one thread per slot).
         """
         if self._handle is None:
             raise ConfigError("this loop is closed")

@@ -40,6 +40,9 @@ class TensorRTInfo:
     weak_typing: bool = True  # the builder takes precision flags (< 10.12); else the model's types decide
     progress_monitor: bool = False  # builds log phases and steps (>= 10.0)
     fast_from_builder: bool = False  # fast_* came from IBuilder rather than the compute capability table
+    # The library was linked against MLMark's TensorRT test double (tests/tensorrt_double), not TensorRT:
+    # nothing it builds or measures is a TensorRT result.
+    test_double: bool = False
 
 
 @dataclass
@@ -118,7 +121,8 @@ def tensorrt_info(lib: NativeLibrary, device: int = 0) -> TensorRTInfo:
         header_version=info.header_version.decode("ascii", "replace"),
         implicit_int8=bool(info.implicit_int8), inspector=bool(info.inspector), fast_fp16=bool(info.fast_fp16),
         fast_int8=bool(info.fast_int8), weak_typing=bool(info.weak_typing),
-        progress_monitor=bool(info.progress_monitor), fast_from_builder=bool(info.fast_from_builder))
+        progress_monitor=bool(info.progress_monitor), fast_from_builder=bool(info.fast_from_builder),
+        test_double=bool(info.test_double))
     if result.version.split(".")[:2] != result.header_version.split(".")[:2]:
         log.warning("the native library was compiled against TensorRT %s but TensorRT %s is loaded; rebuild it (delete "
                     "%s) if engines fail to build or load", result.header_version, result.version, lib.path.parent)

@@ -10,8 +10,8 @@ the library (Session.timed_run); accuracy runs go through run(), one synchronous
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
@@ -38,6 +38,11 @@ MAX_PRECISION_RETRIES = 20
 CMAKE_HINT = ("rebuild cpp_environment with TensorRT: cmake -DTensorRT_ROOT=/path/to/TensorRT (the folder holding "
               "include/NvInfer.h and lib/libnvinfer.so; JetPack's own install is found without it), as "
               "targets/tensorrt/README.md shows")
+#: Set to 1 by MLMark's own tests, and by nothing else: lets the target run on a native library linked against the
+#: TensorRT test double (tests/tensorrt_double), whose every result is then marked as such and not valid.
+ALLOW_TEST_DOUBLE_ENV = "MLMARK_ALLOW_TENSORRT_TEST_DOUBLE"
+TEST_DOUBLE_NOTE = ("made with MLMark's TensorRT test double (tests/tensorrt_double), not TensorRT: a test of the "
+                    "tool, not a TensorRT result")
 
 
 
@@ -51,8 +56,8 @@ class TensorRTOptions(TargetOptions):
     #: hold each stream until an inference is enqueued: GPU compute time without the host
     launch_gate: bool = option(False, boolean())
     transfers: bool = option(True, boolean())  # copy the input in and the outputs out in every inference (trtexec's default)
-    #: 'device', 'zero-copy' (integrated GPUs), or 'auto' (zero-copy where integrated)
-    memory: str = option("auto", choice(*MEMORY_MODES))
+    #: 'device' (trtexec's way), 'zero-copy', or 'auto' (zero-copy where integrated)
+    memory: str = option("device", choice(*MEMORY_MODES))
     force_zero_copy: bool = option(False, boolean())  # allow zero-copy on a discrete GPU (slow: every access crosses PCIe)
     workspace_mb: int = option(1024, integer(1, MAX_WORKSPACE_MB))  # builder workspace (memory pool) limit
     #: rebuilds when an fp16/int8 build falls back to a wider precision
@@ -61,7 +66,8 @@ class TensorRTOptions(TargetOptions):
 
     def __post_init__(self) -> None:
         if self.force_zero_copy and self.memory == "device":
-            raise OptionConflict("params.force_zero_copy needs params.memory zero-copy or auto, not device")
+            raise OptionConflict("params.force_zero_copy needs params.memory zero-copy or auto, not device (the "
+                                 "default)")
 
 
 # Engines already force-rebuilt by this process: params.rebuild rebuilds once per run, not per task.
@@ -78,18 +84,19 @@ class TensorRTSession(Session):
 
     has_timed_run = True
 
-    def __init__(self, loop: Any, info: Dict[str, Any]) -> None:
+    def __init__(self, loop: Any, info: Dict[str, Any], invalid_reason: Optional[str] = None) -> None:
         self._loop = loop
         bindings = list(loop.bindings())
         self._inputs = [b for b in bindings if b.is_input]
         self._outputs = [b for b in bindings if not b.is_input]
         self._staged: Optional[Dict[str, np.ndarray]] = None
-        self._in_loop: Optional[Dict[str, np.ndarray]] = None
-        # The native loop is driven by one thread at a time; the harness's loop calls run() from one
-        # thread per slot (ssdmobilenet, whose NMS runs on the host), so one slot's post-processing
-        # overlaps another's inference, never two calls into the loop.
-        self._lock = threading.Lock()
+        # The batch each slot's buffers hold. The harness's loop calls run() from one thread per slot
+        # (ssdmobilenet, whose NMS runs on the host): each thread loads and infers on its own slot only, which
+        # the native library allows at once, so the slots' inferences run concurrently as they would in an
+        # application with one thread per stream.
+        self._in_slot: Dict[int, Dict[str, np.ndarray]] = {}
         self.info = info
+        self.invalid_reason = invalid_reason
 
     def input_specs(self) -> List[TensorSpec]:
         return [TensorSpec(b.name, tuple(b.shape), str(b.dtype)) for b in self._inputs]
@@ -111,21 +118,20 @@ class TensorRTSession(Session):
         self._staged = staged
         return staged
 
-    def _load_inputs(self, inputs: Dict[str, np.ndarray]) -> None:
-        """Into every context's buffers, once per batch: the harness's loop passes the same batch each time."""
-        if inputs is not self._in_loop:
-            self._loop.set_inputs(inputs)
-            self._in_loop = inputs
-
     def run(self, slot: int, inputs: Any) -> Sequence[np.ndarray]:
-        with self._lock:
-            self._load_inputs(inputs)
-            outputs = self._loop.infer(None, slot)  # with transfers on, the inference copies its input in itself
+        # Loaded once per batch and slot: the harness's loop passes the same batch each time.
+        if self._in_slot.get(slot) is not inputs:
+            self._loop.set_inputs(inputs, slot)
+            self._in_slot[slot] = inputs
+        outputs = self._loop.infer(None, slot)  # with transfers on, the inference copies its input in itself
         return [outputs[b.name] for b in self._outputs]
 
     def timed_run(self, iterations: int, warmup_iterations: int = 0) -> NativeTiming:
         if self._staged is not None:
-            self._load_inputs(self._staged)
+            slots = range(int(self._loop.used.concurrency))
+            if any(self._in_slot.get(s) is not self._staged for s in slots):
+                self._loop.set_inputs(self._staged)
+                self._in_slot = {s: self._staged for s in slots}
         result = self._loop.run(iterations, warmup_iterations)
         return NativeTiming(latencies_s=result.e2e_s, gpu_s=result.gpu_s, wall_s=float(result.wall_s),
                             info={"loop": result.settings.to_dict(), "input_bytes": int(result.input_bytes),
@@ -236,6 +242,13 @@ class _EngineBuilder:
         })
 
 
+def _version_label(trt: Any) -> str:
+    """The TensorRT version as results show it; the test double is named as such."""
+    if getattr(trt, "test_double", False):
+        return "TensorRT test double for the {} headers (not TensorRT)".format(trt.header_version)
+    return str(trt.version)
+
+
 def sidecar_layers(layers: Optional[List[Dict[str, Any]]]) -> Optional[List[Dict[str, Any]]]:
     """Layer records for the sidecar: what the precision check reads, without the inspector's bulky raw JSON."""
     if layers is None:
@@ -280,6 +293,11 @@ class TensorRTTarget(Target):
                 if "TensorRT_ROOT" not in text and ("not found" in lower or "without tensorrt" in lower):
                     text += "; " + CMAKE_HINT
                 raise TargetUnavailable(text) from None
+            if trt.test_double and os.environ.get(ALLOW_TEST_DOUBLE_ENV) != "1":
+                raise TargetUnavailable(
+                    "target tensorrt: the native library {} was linked against MLMark's TensorRT test double "
+                    "(tests/tensorrt_double), not TensorRT: it exists for MLMark's own tests and gives no TensorRT "
+                    "result; {}".format(library.path, CMAKE_HINT))
             try:
                 device = library.device_info(DEVICE)
             except TargetUnavailable as exc:
@@ -311,7 +329,7 @@ class TensorRTTarget(Target):
 
     def versions(self) -> Dict[str, str]:
         library, trt, device = self._runtime()
-        return {"tensorrt": trt.version, "tensorrt_headers": trt.header_version,
+        return {"tensorrt": _version_label(trt), "tensorrt_headers": trt.header_version,
                 "cuda_driver": device.driver_version, "cuda_runtime": device.runtime_version,
                 "native_library": library.source_hash[:12]}
 
@@ -334,8 +352,11 @@ class TensorRTTarget(Target):
         cache = EngineCache()
         parsed = precision_inputs(request, trt, cache.directory)
         onnx_path, table, calibration, fp16 = parsed.onnx_path, parsed.table, parsed.calibration, parsed.fp16
+        # An engine of the test double is named and checked as such: it never passes for a TensorRT engine.
         key = EngineKey(workload=request.workload, model_sha256=sha256_file(model_path), precision=request.precision,
-                        batch=request.batch, tensorrt_version=trt.version, tensorrt_header_version=trt.header_version,
+                        batch=request.batch,
+                        tensorrt_version=trt.version + ("-test-double" if trt.test_double else ""),
+                        tensorrt_header_version=trt.header_version,
                         gpu_name=device.name, compute_capability=device.compute_capability,
                         workspace_mb=opts.workspace_mb, calibration_kind=calibration[0] if calibration else None,
                         calibration_sha256=calibration[2] if calibration else None,
@@ -352,7 +373,13 @@ class TensorRTTarget(Target):
         info = self._info(request, trt, device, engine, cache, opts, loop)
         if fp16:
             info["fp16_model"] = fp16.info()
-        return TensorRTSession(loop, info)
+        if opts.cuda_graph and not loop.used.cuda_graph:
+            info["cuda_graph_note"] = ("CUDA-graph capture failed or did not verify (the log says why): the engine ran "
+                                       "without CUDA graphs, as trtexec does")
+            log.warning("tensorrt: %s", info["cuda_graph_note"])
+        if trt.test_double:
+            log.warning("tensorrt: %s", TEST_DOUBLE_NOTE)
+        return TensorRTSession(loop, info, invalid_reason=TEST_DOUBLE_NOTE if trt.test_double else None)
 
     @staticmethod
     def _create_loop(library: Any, settings: Any, engine: CachedEngine, request: LoadRequest) -> Any:
@@ -371,21 +398,21 @@ class TensorRTTarget(Target):
     @staticmethod
     def _info(request: LoadRequest, trt: Any, device: Any, engine: CachedEngine, cache: EngineCache,
               opts: TensorRTOptions, loop: Any) -> Dict[str, Any]:
-
         meta = engine.meta
         used = loop.used.to_dict() if hasattr(loop.used, "to_dict") else dict(loop.used)
         host_post = request.host_postprocess
         return {
-            "tensorrt": trt.version, "tensorrt_headers": trt.header_version, "implicit_int8": trt.implicit_int8,
+            "tensorrt": _version_label(trt), "tensorrt_test_double": trt.test_double,
+            "tensorrt_headers": trt.header_version, "implicit_int8": trt.implicit_int8,
             "device": device.describe(), "device_name": device.name,
             "compute_capability": "{}.{}".format(*device.compute_capability),
             "options": opts.to_dict(),
             "loop": used,
-            "concurrency": "{} execution context(s), one CUDA stream each, driven by one host thread of the native "
-                           "library".format(request.concurrency),
+            "concurrency": "{} execution context(s), one CUDA stream each, driven by {}".format(
+                request.concurrency, "one harness thread each" if host_post else "one host thread of the native library"),
             "timing": ("the harness's loop through run(): SSD box decoding and NMS run on the host inside the timed "
-                       "region; one inference in the library at a time, the slots' post-processing overlapping it"
-                       if host_post else "the native library's loop (Session.timed_run)"),
+                       "region; one thread per execution context, each inferring on its own stream while the "
+                       "others infer or post-process" if host_post else "the native library's loop (Session.timed_run)"),
             "engine": {
                 "path": str(engine.path), "status": engine.status, "bytes": meta.get("engine_bytes"),
                 "sha256": meta.get("engine_sha256"), "built": meta.get("built"), "build_s": meta.get("build_s"),

@@ -10,7 +10,9 @@
  *     refused, so a caller built against another layout fails cleanly instead of corrupting memory.
  *   - MLMARK_ABI_VERSION changes whenever a signature, a struct layout or a constant's meaning
  *     changes; callers check mlmark_abi_version() before anything else.
- *   - A loop handle is used by one thread at a time; different handles may run on different threads.
+ *   - A loop handle is used by one thread at a time; different handles may run on different threads. The one
+ *     exception: mlmark_loop_infer and mlmark_loop_set_input with a slot >= 0 touch that slot only, so one
+ *     thread per slot may call them at once while no other call runs on the loop.
  */
 #ifndef MLMARK_C_H
 #define MLMARK_C_H
@@ -110,7 +112,7 @@ typedef struct mlmark_device_info {
   int32_t runtime_version; /* the CUDA runtime this library was built with */
   int32_t reserved0;
   uint64_t total_memory;
-  uint64_t free_memory;
+  uint64_t free_memory; /* 0 until this library has used the device: the query would create a CUDA context */
 } mlmark_device_info;
 
 typedef struct mlmark_loop_config {
@@ -118,7 +120,9 @@ typedef struct mlmark_loop_config {
   int32_t device;
   int32_t concurrency; /* streams (and executor instances) kept in flight by one host thread */
   int32_t sync_mode;   /* MLMARK_SYNC_* */
-  int32_t cuda_graph;  /* capture each stream's enqueue once and replay it */
+  int32_t cuda_graph;  /* capture each stream's enqueue once and replay it; a capture that fails (an engine with
+                          operations a capture does not permit) or does not verify falls back to plain
+                          launches on every stream, with a warning, and mlmark_run_info.cuda_graph says 0 */
   int32_t transfers;   /* copy inputs host->device and outputs device->host per inference */
   int32_t memory;      /* MLMARK_MEMORY_* */
   int32_t force_zero_copy; /* allow zero-copy on a discrete GPU */
@@ -160,8 +164,10 @@ typedef struct mlmark_trt_info {
   int32_t weak_typing;         /* the builder takes FP16/INT8 flags (TensorRT < 11; 11 is strongly typed) */
   int32_t fast_fp16;           /* this GPU runs FP16 fast */
   int32_t fast_int8;           /* this GPU runs INT8 fast */
-  int32_t fast_from_builder;   /* 1: the two above come from IBuilder, 0: from the compute capability */
-  int32_t reserved0;
+  int32_t fast_from_builder;   /* 0: the two above come from the compute capability (asking IBuilder would
+                                  create a CUDA context and a builder in the calling process) */
+  int32_t test_double;         /* 1: linked against MLMark's TensorRT test double (tests/tensorrt_double), not
+                                  TensorRT: nothing it measures is a TensorRT result */
   char header_version[32];     /* TensorRT headers this library was compiled against, e.g. "8.5.2" */
   char runtime_version[32];    /* libnvinfer loaded now (getInferLibVersion), e.g. "8.5.2" */
 } mlmark_trt_info;
@@ -224,6 +230,7 @@ MLMARK_API void mlmark_set_log_callback(mlmark_log_fn fn, void* user, int min_le
 
 /* Number of CUDA GPUs; fails with NO_DRIVER or NO_DEVICE and a clear message when there is none. */
 MLMARK_API int mlmark_device_count(int32_t* count);
+/* Properties of one GPU; creates no CUDA context (free_memory stays 0 until the library has used the GPU). */
 MLMARK_API int mlmark_get_device_info(int32_t device, mlmark_device_info* info);
 
 /* Create a loop: streams, executors, buffers and graphs are all prepared here, none in run. */
@@ -262,7 +269,7 @@ MLMARK_API int mlmark_loop_set_input(mlmark_loop* loop, int32_t slot, int32_t bi
 MLMARK_API int mlmark_loop_infer(mlmark_loop* loop, int32_t slot, void* const* outputs, int32_t count);
 
 /* TensorRT. Without TensorRT in the build, mlmark_trt_get_info succeeds with built_with_tensorrt = 0 and the
- * others fail with MLMARK_ERR_UNSUPPORTED. */
+ * others fail with MLMARK_ERR_UNSUPPORTED. mlmark_trt_get_info creates no CUDA context and no builder. */
 MLMARK_API int mlmark_trt_get_info(int32_t device, mlmark_trt_info* info);
 MLMARK_API int mlmark_trt_build_engine(const mlmark_trt_build_config* config, mlmark_trt_build_result* result);
 /*

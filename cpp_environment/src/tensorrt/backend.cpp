@@ -19,8 +19,6 @@ void copy_string(char* dst, std::size_t size, const std::string& src) {
 
 }  // namespace
 
-bool built_with_tensorrt() { return true; }
-
 void get_info(int device, mlmark_trt_info* info) {
   info->built_with_tensorrt = 1;
   const compat::Features f = compat::features();
@@ -30,9 +28,11 @@ void get_info(int device, mlmark_trt_info* info) {
   info->weak_typing = f.weak_typing ? 1 : 0;
   copy_string(info->header_version, sizeof(info->header_version), compat::header_version());
   copy_string(info->runtime_version, sizeof(info->runtime_version), compat::runtime_version());
-  const DeviceProps props = query_device(device);  // also makes the device current, for the builder query
+  info->test_double = linked_against_test_double() ? 1 : 0;
+  // Neither a context nor a builder: the caller may be about to start a build child (see mlmark_c.h).
+  const DeviceProps props = device_props(device);
   bool fp16 = false, int8 = false, from_builder = false;
-  compat::fast_precisions(props.cc_major, props.cc_minor, &fp16, &int8, &from_builder);
+  compat::fast_precisions(props.cc_major, props.cc_minor, false, &fp16, &int8, &from_builder);
   info->fast_fp16 = fp16 ? 1 : 0;
   info->fast_int8 = int8 ? 1 : 0;
   info->fast_from_builder = from_builder ? 1 : 0;

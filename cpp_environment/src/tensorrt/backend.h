@@ -13,9 +13,6 @@
 namespace mlmark {
 namespace trt {
 
-// True when this library was built with TensorRT.
-bool built_with_tensorrt();
-
 // Fills everything of info but struct_size; built_with_tensorrt = 0 (and nothing else) without TensorRT.
 void get_info(int device, mlmark_trt_info* info);
 

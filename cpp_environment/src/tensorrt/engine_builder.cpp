@@ -59,11 +59,13 @@ void validate(const mlmark_trt_build_config& c) {
   }
 }
 
-// Every network input gets the task's batch as its first dimension. A dynamic batch (-1) becomes fixed in
-// the network itself rather than through an optimization profile: before TensorRT 8.6 one profile serves
-// one execution context at a time, and the loop runs one context per stream. Other dynamic dimensions
-// and a different fixed batch are refused.
-void fix_batch(nvinfer1::INetworkDefinition& network, int batch, const std::string& model) {
+// Every network input gets the task's batch as its first dimension. A dynamic batch (-1) is fixed as
+// compat::fix_dynamic_inputs says: an optimization profile with min = opt = max from TensorRT 8.6, the
+// network's own input shape before. Other dynamic dimensions and a different fixed batch are refused.
+// Returns the profile, or null when there is none.
+const nvinfer1::IOptimizationProfile* fix_batch(nvinfer1::IBuilder& builder, nvinfer1::INetworkDefinition& network,
+                                                nvinfer1::IBuilderConfig& config, int batch, const std::string& model) {
+  std::vector<compat::DynamicInput> dynamic;
   for (int32_t i = 0; i < network.getNbInputs(); ++i) {
     nvinfer1::ITensor* input = network.getInput(i);
     if (!input || input->isShapeTensor()) continue;
@@ -84,10 +86,11 @@ void fix_batch(nvinfer1::INetworkDefinition& network, int batch, const std::stri
     }
     if (shape[0] < 0) {
       shape[0] = batch;
-      input->setDimensions(to_dims(shape));
+      dynamic.push_back(compat::DynamicInput{input, shape});
     }
     log(MLMARK_LOG_DEBUG, "engine build: input '%s' %s", name.c_str(), shape_string(shape).c_str());
   }
+  return compat::fix_dynamic_inputs(builder, config, dynamic);
 }
 
 struct NetworkTypes {
@@ -148,7 +151,7 @@ void check_table(const std::string& table, const std::string& path, const Networ
 
 void set_precision(nvinfer1::IBuilderConfig& config, nvinfer1::INetworkDefinition& network,
                    const mlmark_trt_build_config& c, const std::string& model, bool fast_fp16,
-                   std::vector<std::unique_ptr<compat::Attachment>>* keep) {
+                   const nvinfer1::IOptimizationProfile* profile, std::vector<std::unique_ptr<compat::Attachment>>* keep) {
   const bool fp16 = c.precision == MLMARK_PRECISION_FP16;
   const bool int8 = c.precision == MLMARK_PRECISION_INT8;
   if (!fp16 && !int8) return;
@@ -163,7 +166,7 @@ void set_precision(nvinfer1::IBuilderConfig& config, nvinfer1::INetworkDefinitio
       } else {
         const std::string table = read_file(table_path, "calibration table");
         check_table(table, table_path, types, model);
-        keep->push_back(compat::attach_calibration_table(config, table, c.batch));
+        keep->push_back(compat::attach_calibration_table(config, table, c.batch, profile));
       }
     } else if (!types.quantized) {
       throw Error(MLMARK_ERR_INVALID_ARGUMENT,
@@ -235,7 +238,7 @@ void build_engine(const mlmark_trt_build_config& c, mlmark_trt_build_result* res
   if (!file_exists(onnx)) throw Error(MLMARK_ERR_MODEL, "the ONNX model " + onnx + " does not exist");
   const DeviceProps props = query_device(c.device);  // also makes the device current
   bool fast_fp16 = false, fast_int8 = false, from_builder = false;
-  compat::fast_precisions(props.cc_major, props.cc_minor, &fast_fp16, &fast_int8, &from_builder);
+  compat::fast_precisions(props.cc_major, props.cc_minor, true, &fast_fp16, &fast_int8, &from_builder);
   if ((c.precision == MLMARK_PRECISION_FP16 && !fast_fp16) || (c.precision == MLMARK_PRECISION_INT8 && !fast_int8)) {
     log(MLMARK_LOG_WARNING, "%s (sm_%d%d) has no fast %s; TensorRT may build slower kernels", props.name.c_str(),
         props.cc_major, props.cc_minor, precision_name(c.precision));
@@ -274,20 +277,19 @@ void build_engine(const mlmark_trt_build_config& c, mlmark_trt_build_result* res
     if (all.empty()) all = errors.summary("no error reported");
     throw Error(MLMARK_ERR_MODEL, "the TensorRT " + compat::header_version() + " ONNX parser rejected " + onnx + ": " + all);
   }
-  fix_batch(*network, c.batch, model);
-
   Ptr<nvinfer1::IBuilderConfig> config(builder->createBuilderConfig());
   if (!config) throw Error(MLMARK_ERR_TENSORRT, "creating the builder config failed: " + errors.summary("no detail"));
+  const nvinfer1::IOptimizationProfile* profile = fix_batch(*builder, *network, *config, c.batch, model);
   compat::set_workspace(*config, workspace);
   if (c.detailed_profiling) config->setProfilingVerbosity(nvinfer1::ProfilingVerbosity::kDETAILED);
   std::vector<std::unique_ptr<compat::Attachment>> keep;  // calibrator, progress: alive until the build ends
-  set_precision(*config, *network, c, model, fast_fp16, &keep);
+  set_precision(*config, *network, c, model, fast_fp16, profile, &keep);
   const std::string cache_path = c.timing_cache ? c.timing_cache : "";
   TimingCache cache = load_timing_cache(*config, cache_path);
 
-  log(MLMARK_LOG_INFO, "engine build: optimizing %s for %s at batch %d, %s, workspace %lld MiB (TensorRT %s); this "
+  log(MLMARK_LOG_INFO, "engine build: optimizing %s for %s at batch %d, %s, workspace %lld MiB (%s); this "
       "takes minutes on a small board", model.c_str(), props.name.c_str(), c.batch, precision_name(c.precision),
-      static_cast<long long>(c.workspace_mb), compat::runtime_version().c_str());
+      static_cast<long long>(c.workspace_mb), runtime_label().c_str());
   keep.push_back(compat::attach_progress(*config));
   Ptr<nvinfer1::IHostMemory> plan(builder->buildSerializedNetwork(*network, *config));
   keep.clear();

@@ -62,9 +62,9 @@ class EngineFactory : public ExecutorFactory {
   explicit EngineFactory(const std::string& path) : engine_(load_engine(path)), tensors_(compat::io_tensors(*engine_->engine)) {
     if (tensors_.empty()) throw Error(MLMARK_ERR_MODEL, "the engine " + path + " has no inputs or outputs");
     context_bytes_ = compat::context_memory_bytes(*engine_->engine);
-    log(MLMARK_LOG_INFO, "engine %s: %zu tensors, %s of activation memory per context, TensorRT %s", path.c_str(),
+    log(MLMARK_LOG_INFO, "engine %s: %zu tensors, %s of activation memory per context, %s", path.c_str(),
         tensors_.size(), format_bytes(static_cast<std::size_t>(context_bytes_ > 0 ? context_bytes_ : 0)).c_str(),
-        compat::runtime_version().c_str());
+        runtime_label().c_str());
   }
 
   std::string name() const override { return "tensorrt"; }

@@ -1,5 +1,6 @@
 #include "tensorrt/trt_common.h"
 
+#include <dlfcn.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -116,6 +117,25 @@ bool ErrorCapture::out_of_memory() const {
   return false;
 }
 
+bool linked_against_test_double() {
+  // Looked up in the library that provides TensorRT's entry points, whatever its name; asked once.
+  static const bool found = [] {
+    Dl_info where;
+    std::memset(&where, 0, sizeof(where));
+    if (dladdr(reinterpret_cast<void*>(&createInferRuntime_INTERNAL), &where) == 0 || !where.dli_fname) return false;
+    void* handle = dlopen(where.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (!handle) return false;
+    const bool marker = dlsym(handle, "mlmark_tensorrt_test_double") != nullptr;
+    dlclose(handle);
+    return marker;
+  }();
+  return found;
+}
+
+std::string runtime_label() {
+  return (linked_against_test_double() ? "the TensorRT test double for " : "TensorRT ") + compat::runtime_version();
+}
+
 std::shared_ptr<Engine> load_engine(const std::string& path) {
   std::shared_ptr<Engine> e(new Engine());
   e->path = path;
@@ -131,7 +151,7 @@ std::shared_ptr<Engine> load_engine(const std::string& path) {
   if (!e->runtime) throw Error(MLMARK_ERR_TENSORRT, "creating the TensorRT runtime failed: " + errors.summary("no detail"));
   e->engine.reset(e->runtime->deserializeCudaEngine(data.data(), data.size()));
   if (!e->engine) {
-    throw Error(MLMARK_ERR_MODEL, "TensorRT " + compat::runtime_version() + " cannot load the engine " + path +
+    throw Error(MLMARK_ERR_MODEL, runtime_label() + " cannot load the engine " + path +
                                       " (" + errors.summary("no detail", 2) +
                                       "): it is damaged, or was built by another TensorRT release or for another GPU; "
                                       "delete it so that it is built again");
@@ -232,37 +252,6 @@ int dtype_bits(int dtype) {
       return 4;
     default:
       return 0;
-  }
-}
-
-const char* dtype_name(int dtype) {
-  switch (dtype) {
-    case MLMARK_DTYPE_FLOAT32:
-      return "float32";
-    case MLMARK_DTYPE_FLOAT16:
-      return "float16";
-    case MLMARK_DTYPE_INT8:
-      return "int8";
-    case MLMARK_DTYPE_INT32:
-      return "int32";
-    case MLMARK_DTYPE_BOOL:
-      return "bool";
-    case MLMARK_DTYPE_UINT8:
-      return "uint8";
-    case MLMARK_DTYPE_FP8:
-      return "fp8";
-    case MLMARK_DTYPE_BFLOAT16:
-      return "bfloat16";
-    case MLMARK_DTYPE_INT64:
-      return "int64";
-    case MLMARK_DTYPE_INT4:
-      return "int4";
-    case MLMARK_DTYPE_FP4:
-      return "fp4";
-    case MLMARK_DTYPE_E8M0:
-      return "e8m0";
-    default:
-      return "unknown";
   }
 }
 

@@ -57,6 +57,12 @@ class ErrorCapture {
   std::vector<std::string> errors_;
 };
 
+// True when the library providing TensorRT's entry points is MLMark's TensorRT test double (tests only), which
+// exports a marker TensorRT does not.
+bool linked_against_test_double();
+// "TensorRT 10.3.0", or "the TensorRT test double for 10.3.0": how log lines and errors name what runs.
+std::string runtime_label();
+
 // A deserialized engine and the runtime it came from (which must outlive it).
 struct Engine {
   std::string path;
@@ -81,10 +87,9 @@ std::vector<int64_t> to_vector(const nvinfer1::Dims& dims);
 nvinfer1::Dims to_dims(const std::vector<int64_t>& shape);
 std::string shape_string(const std::vector<int64_t>& shape);
 
-// Element types by their nvinfer1::DataType number (= MLMARK_DTYPE_*): bits per element (4 for the
-// packed 4-bit types), 0 when unknown, and a short name.
+// Bits per element of a type by its nvinfer1::DataType number (= MLMARK_DTYPE_*): 4 for the packed 4-bit
+// types, 0 when unknown.
 int dtype_bits(int dtype);
-const char* dtype_name(int dtype);
 // Bytes of a dense tensor; Error(INVALID_ARGUMENT) for a dynamic (-1) or unknown shape or type.
 std::size_t tensor_bytes(const std::vector<int64_t>& shape, int dtype, const std::string& name);
 

@@ -23,6 +23,7 @@
 #define MLMARK_TRT_DEVICE_MEMORY_V2 MLMARK_TRT_AT_LEAST(10, 1)          // getDeviceMemorySize deprecated in 10.1
 #define MLMARK_TRT_NVTX_VERBOSITY MLMARK_TRT_AT_LEAST(8, 6)
 #define MLMARK_TRT_PROFILE_PER_CONTEXT (!MLMARK_TRT_AT_LEAST(9, 0))     // later contexts get profile 0 from 9.0 on
+#define MLMARK_TRT_SHARED_PROFILE MLMARK_TRT_AT_LEAST(8, 6)             // a profile unique per context before 8.6
 #define MLMARK_TRT_PARSER_NODE_NAMES MLMARK_TRT_AT_LEAST(10, 0)
 #define MLMARK_TRT_VERSION_PARTS MLMARK_TRT_AT_LEAST(10, 0)             // getInferLibMajorVersion() and friends
 
@@ -193,16 +194,18 @@ std::string runtime_version() {
 #endif
 }
 
-void fast_precisions(int cc_major, int cc_minor, bool* fp16, bool* int8, bool* from_builder) {
+void fast_precisions(int cc_major, int cc_minor, bool ask_builder, bool* fp16, bool* int8, bool* from_builder) {
   *from_builder = false;
 #if MLMARK_TRT_BUILDER_FAST_QUERIES
-  Ptr<nvinfer1::IBuilder> builder(nvinfer1::createInferBuilder(logger()));
+  Ptr<nvinfer1::IBuilder> builder(ask_builder ? nvinfer1::createInferBuilder(logger()) : nullptr);
   if (builder) {
     *fp16 = builder->platformHasFastFp16();
     *int8 = builder->platformHasFastInt8();
     *from_builder = true;
     return;
   }
+#else
+  (void)ask_builder;
 #endif
   const int cc = cc_major * 10 + cc_minor;
   *fp16 = cc == 53 || cc == 60 || cc == 62 || cc >= 70;
@@ -242,16 +245,50 @@ bool set_precision_flags(nvinfer1::IBuilderConfig& config, bool fp16, bool int8,
 #endif
 }
 
+const nvinfer1::IOptimizationProfile* fix_dynamic_inputs(nvinfer1::IBuilder& builder, nvinfer1::IBuilderConfig& config,
+                                                         const std::vector<DynamicInput>& inputs) {
+  if (inputs.empty()) return nullptr;
+#if MLMARK_TRT_SHARED_PROFILE
+  nvinfer1::IOptimizationProfile* profile = builder.createOptimizationProfile();
+  if (!profile) throw Error(MLMARK_ERR_TENSORRT, "creating an optimization profile failed");
+  const nvinfer1::OptProfileSelector selectors[] = {nvinfer1::OptProfileSelector::kMIN,
+                                                    nvinfer1::OptProfileSelector::kOPT,
+                                                    nvinfer1::OptProfileSelector::kMAX};
+  for (const DynamicInput& in : inputs) {
+    const char* name = in.tensor->getName();
+    for (nvinfer1::OptProfileSelector s : selectors) {
+      if (!profile->setDimensions(name, s, to_dims(in.shape))) {
+        throw Error(MLMARK_ERR_TENSORRT, std::string("setting the optimization profile of input '") + (name ? name : "?") +
+                                             "' to " + shape_string(in.shape) + " failed");
+      }
+    }
+  }
+  if (config.addOptimizationProfile(profile) < 0) {
+    throw Error(MLMARK_ERR_TENSORRT, "TensorRT refused the optimization profile (min = opt = max at the task's batch)");
+  }
+  return profile;
+#else
+  (void)builder;
+  (void)config;
+  for (const DynamicInput& in : inputs) in.tensor->setDimensions(to_dims(in.shape));
+  return nullptr;
+#endif
+}
+
 std::unique_ptr<Attachment> attach_calibration_table(nvinfer1::IBuilderConfig& config, const std::string& table,
-                                                     int batch) {
+                                                     int batch, const nvinfer1::IOptimizationProfile* profile) {
 #if MLMARK_TRT_IMPLICIT_INT8
   std::unique_ptr<TableCalibrator> calibrator(new TableCalibrator(table, batch));
   config.setInt8Calibrator(calibrator.get());
+  if (profile && !config.setCalibrationProfile(profile)) {
+    throw Error(MLMARK_ERR_TENSORRT, "TensorRT refused the calibration profile (the engine's optimization profile)");
+  }
   return std::unique_ptr<Attachment>(std::move(calibrator));
 #else
   (void)config;
   (void)table;
   (void)batch;
+  (void)profile;
   throw Error(MLMARK_ERR_UNSUPPORTED, "TensorRT " + header_version() +
                                           " has no implicit INT8 (calibrators are deprecated from 10.1 and gone in 11): "
                                           "give the quantized (Q/DQ) ONNX made from the calibration table instead");

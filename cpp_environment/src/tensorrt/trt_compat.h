@@ -45,10 +45,11 @@ Features features();
 std::string header_version();
 std::string runtime_version();
 
-// Whether the device runs FP16 / INT8 fast: from IBuilder where the release still answers (*from_builder =
-// true), else from the compute capability: FP16 on 5.3 (Nano), 6.0, 6.2 (TX2) and 7.0 and newer; INT8
-// (DP4A or tensor cores) on 6.1 and 7.0 and newer, as the TensorRT support matrix lists them.
-void fast_precisions(int cc_major, int cc_minor, bool* fp16, bool* int8, bool* from_builder);
+// Whether the device runs FP16 / INT8 fast: from the compute capability (FP16 on 5.3 (Nano), 6.0, 6.2 (TX2)
+// and 7.0 and newer; INT8 (DP4A or tensor cores) on 6.1 and 7.0 and newer, as the TensorRT support matrix
+// lists them), or, with ask_builder, from IBuilder where the release still answers (*from_builder = true).
+// Asking the builder creates a CUDA context, so only a build (in its own process) does.
+void fast_precisions(int cc_major, int cc_minor, bool ask_builder, bool* fp16, bool* int8, bool* from_builder);
 
 // --- building ---------------------------------------------------------------------------------------
 
@@ -65,10 +66,23 @@ class Attachment {
  public:
   virtual ~Attachment() {}
 };
+// Inputs whose batch dimension is dynamic, each with its shape at the task's batch. From 8.6 they get one
+// optimization profile with min = opt = max = that shape, which every execution context shares (returned,
+// owned by the builder); before 8.6 a profile serves one execution context at a time and the loop runs one
+// context per stream, so there the network's inputs are fixed with setDimensions instead (returns null).
+struct DynamicInput {
+  nvinfer1::ITensor* tensor;
+  std::vector<int64_t> shape;
+};
+const nvinfer1::IOptimizationProfile* fix_dynamic_inputs(nvinfer1::IBuilder& builder, nvinfer1::IBuilderConfig& config,
+                                                         const std::vector<DynamicInput>& inputs);
+
 // Implicit INT8 from a calibration table: a calibrator whose cache is the table and which has no batches,
-// so TensorRT takes every scale from the table. Error(UNSUPPORTED) where calibrators are gone or deprecated.
+// so TensorRT takes every scale from the table; profile (from fix_dynamic_inputs, may be null) becomes the
+// calibration profile, which a network with runtime dimensions must have. Error(UNSUPPORTED) where
+// calibrators are gone or deprecated.
 std::unique_ptr<Attachment> attach_calibration_table(nvinfer1::IBuilderConfig& config, const std::string& table,
-                                                     int batch);
+                                                     int batch, const nvinfer1::IOptimizationProfile* profile);
 // Build progress in the log: IProgressMonitor phases and steps from 10.0 on, a heartbeat line before.
 std::unique_ptr<Attachment> attach_progress(nvinfer1::IBuilderConfig& config);
 
