@@ -496,3 +496,26 @@ def test_gpu_cli_streams_graphs_and_transfers(tmp_path: Path) -> None:
     assert tasks[0].target_info["cuda_graphs"] == 2 and tasks[1].target_info["streams"].startswith("3 CUDA streams")
     assert tasks[2].target_info["transfers"].startswith("included")
     assert all(t.throughput_fps and t.throughput_fps > 0 for t in tasks) and "Speed-up" in proc.stdout
+
+
+@needs_torch
+@pytest.mark.slow
+def test_inlined_modules_compute_exactly_what_the_modules_do(models_dir: Path) -> None:
+    """Convolutions, ReLU6 and TF-SAME pads as function calls (eager mode's Python cost), outputs bit for bit the same."""
+    import copy
+
+    import torch
+
+    from targets.pytorch import convert as cv
+
+    path = workload_model("mobilenet")
+    converted = cv.convert_onnx(path, {"input": [2, 3, 224, 224]})
+    modules = copy.deepcopy(converted.module).eval()
+    gm, _ = cv.move(converted, torch.device("cpu"), torch.float32, False)
+    assert converted.info["inlined_modules"] == 55  # 28 convolutions (5 behind a pad), 27 ReLU6
+    assert [n.op for n in gm.graph.nodes].count("call_module") == 2  # the average pool and the flatten stay
+    in_place = [n for n in gm.graph.nodes if n.target is torch.nn.functional.hardtanh and n.args[3]]
+    assert len(in_place) == 27  # each ReLU6 overwrites its convolution's fresh output, as ReLU6(inplace=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        assert torch.equal(gm(x)[0], modules(x)[0])

@@ -489,6 +489,45 @@ def _conv_output_sizes(gm: Any, static: Mapping[str, Tuple[int, ...]]) -> Dict[s
     return sizes
 
 
+def fold_same_pads(converted: "Converted") -> int:
+    """TF-style SAME padding of a 3x3 stride-2 convolution as the convolution's own padding; returns how many.
+
+    On an even input TF pads 0 before and 1 after, and onnx2torch runs that as a separate zero pad
+    (a full copy of the activation) before a padding-0 convolution. The same sums come from one
+    convolution with a 4x4 kernel whose first row and column are zero and a symmetric padding of 1:
+    window i then covers input pixels 2i-1 .. 2i+2, of which the zero taps drop 2i-1.
+    """
+    import torch
+
+    gm = converted.module
+    folded = 0
+    for name, module in list(gm.named_modules()):
+        if not (isinstance(module, torch.nn.Sequential) and len(module) == 2):
+            continue
+        pad, conv = module[0], module[1]
+        if (type(pad).__name__ != "OnnxPadStatic" or getattr(pad, "mode", "") != "constant"
+                or float(getattr(pad, "constant_value", 0.0)) != 0.0 or list(getattr(pad, "pads", [])) != [0, 1, 0, 1]
+                or type(conv) is not torch.nn.Conv2d or conv.kernel_size != (3, 3) or conv.stride != (2, 2)
+                or conv.padding != (0, 0) or conv.dilation != (1, 1) or conv.padding_mode != "zeros"):
+            continue
+        wide = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 4, stride=2, padding=1, groups=conv.groups,
+                               bias=conv.bias is not None)
+        with torch.no_grad():
+            wide.weight.zero_()
+            wide.weight[:, :, 1:, 1:] = conv.weight
+            if conv.bias is not None:
+                wide.bias.copy_(conv.bias)
+        if hasattr(module, "onnx_mapping"):
+            wide.onnx_mapping = module.onnx_mapping
+        owner_path, _, leaf = name.rpartition(".")
+        owner = _get_attr(gm, owner_path) if owner_path else gm
+        setattr(owner, leaf, wide)
+        if name + ".1" in converted.conv_outputs:  # the bias kernel finds the convolution under its new name
+            converted.conv_outputs[name] = converted.conv_outputs.pop(name + ".1")
+        folded += 1
+    return folded
+
+
 _BIAS_CONV: List[Any] = []
 
 
@@ -586,4 +625,83 @@ def move(converted: Converted, device: Any, dtype: Any, channels_last: bool,
     if bias_kernel and channels_last and torch.device(device).type == "cuda":
         converted.info["conv_bias_kernel"] = "{} of {} biased convolutions".format(
             _channels_last_bias(gm, converted.conv_outputs, device), len(converted.conv_outputs))
+    converted.info["inlined_modules"] = inline_modules(gm)
     return gm, retargeted
+
+
+def inline_modules(gm: Any) -> int:
+    """The graph's convolutions, activations and pads as calls of the torch functions their modules call.
+
+    Why: in eager mode at small batches the GPU waits for Python, and a module call costs several
+    Python frames (__call__, forward, _conv_forward) and an attribute lookup through Module.__getattr__
+    that fx's generated forward makes for every module it calls; a plain function call costs one. The
+    arithmetic is the same calls on the same tensors. A ReLU6 or ReLU right after a convolution runs
+    in place (hardtanh_), as a hand-written ReLU6(inplace=True) does, when nothing else reads the
+    convolution's output. Returns the number of modules inlined; modules of other kinds stay.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    graph = gm.graph
+    registered: Dict[int, str] = {}
+
+    def tensor(value: Any) -> Any:
+        """A get_attr node for a module's tensor, registered once on the root under a plain name."""
+        if value is None:
+            return None
+        if id(value) not in registered:
+            name = "_inlined_{}".format(len(registered))
+            if isinstance(value, torch.nn.Parameter):
+                gm.register_parameter(name, value)
+            else:
+                gm.register_buffer(name, value, persistent=False)
+            registered[id(value)] = name
+        return graph.get_attr(registered[id(value)])
+
+    def fresh(node: Any) -> bool:
+        """True when node's value is a new tensor that only its one user reads (safe to overwrite)."""
+        return len(node.users) == 1 and node.op == "call_function" and node.target in (
+            torch.conv2d, torch.batch_norm_elemt)
+
+    def call(module: Any, x: Any) -> Optional[Any]:
+        """Nodes computing module(x) with functions, or None for a module kept as it is."""
+        kind = type(module)
+        if kind is torch.nn.Conv2d and module.padding_mode == "zeros":
+            return graph.call_function(torch.conv2d, (x, tensor(module.weight), tensor(module.bias), module.stride,
+                                                      module.padding, module.dilation, module.groups))
+        if kind.__name__ == "ChannelsLastBiasConv2d":
+            y = graph.call_function(torch.conv2d, (x, tensor(module.weight), None, module.stride, module.padding,
+                                                   module.dilation, module.groups))
+            return graph.call_function(torch.batch_norm_elemt, (y, None, tensor(module.bias), tensor(module.zeros),
+                                                                tensor(module.ones), 0.0))
+        if kind in (torch.nn.ReLU6, torch.nn.Hardtanh):
+            low, high = (0.0, 6.0) if kind is torch.nn.ReLU6 else (module.min_val, module.max_val)
+            return graph.call_function(F.hardtanh, (x, low, high, fresh(x)))
+        if kind is torch.nn.ReLU:
+            return graph.call_function(F.relu, (x, fresh(x)))
+        if kind.__name__ == "OnnxPadStatic" and getattr(module, "mode", "") == "constant":
+            return graph.call_function(F.pad, (x, list(module.pads), "constant", float(module.constant_value)))
+        if kind is torch.nn.Sequential and len(module):
+            out = x
+            for child in module:
+                out = call(child, out)
+                if out is None:
+                    return None
+            return out
+        return None
+
+    inlined = 0
+    for node in list(graph.nodes):
+        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+            continue
+        with graph.inserting_before(node):
+            new = call(gm.get_submodule(node.target), node.args[0])
+        if new is None:
+            continue
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        inlined += 1
+    graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return inlined
