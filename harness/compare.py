@@ -243,6 +243,9 @@ def format_comparison(c: Comparison) -> str:
     notes = ["Speed-up: fps over the baseline row of the same workload (default: its slowest fp32 row).",
              "{} img (s): time for {} images at the measured throughput ({} / fps), in seconds.".format(
                  c.images, c.images, c.images)]
+    if any(r.values.get("fps_per_w") for r in c.rows):
+        notes.append("W: average power over the timed loop; fps/W = images per joule; mJ/inf = energy per image. "
+                     "A Jetson's board input includes CPU and memory, a GPU card's NVML power excludes the host.")
     if any(r.synthetic for r in c.rows):
         notes.append("{} synthetic weights: valid for speed only".format(SYNTHETIC_MARK))
     if any(not r.valid for r in c.rows):
@@ -269,14 +272,48 @@ def comparison_csv(c: Comparison) -> str:
     return buf.getvalue()
 
 
-def write_png(c: Comparison, path: Path) -> None:
-    """A horizontal bar chart of fps, one panel per workload, each bar labelled with its speed-up."""
+PLOTS = ("bars", "fps-w")
+
+
+def _plot_fps_w(c: Comparison, path: Path, plt: Any) -> None:
+    """fps against average power, one panel per workload: up and to the left is more efficient."""
+    groups: Dict[str, List[Row]] = {}
+    for r in c.rows:
+        if r.values.get("average_w"):
+            groups.setdefault(r.workload, []).append(r)
+    if not groups:
+        raise ConfigError("compare: --plot fps-w: no result has power measured")
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
+    for ax, (workload, group) in zip(axes[0], groups.items()):
+        ax.scatter([r.values["average_w"] for r in group], [r.fps for r in group], color="#1f77b4")
+        for r in group:
+            ax.annotate("{} ({} fps/W)".format(r.label, sig3(r.values.get("fps_per_w"))), (r.values["average_w"], r.fps),
+                        fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.set_title(workload, fontsize=10, loc="left")
+        ax.set_xlabel("average power (W)")
+        ax.set_ylabel("images per second")
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+    fig.suptitle("Throughput against power", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(path), dpi=120)
+    plt.close(fig)
+
+
+def write_png(c: Comparison, path: Path, plot: str = "bars") -> None:
+    """A horizontal bar chart of fps, one panel per workload, each bar labelled with its speed-up; or, with
+    plot='fps-w', fps against average power."""
     try:
         import matplotlib
         matplotlib.use("Agg")  # files only: no display is needed or wanted
         import matplotlib.pyplot as plt
     except ImportError:
         raise ConfigError("compare: the bar chart needs matplotlib (pip install matplotlib)") from None
+    if plot == "fps-w":
+        _plot_fps_w(c, path, plt)
+        return
     groups: Dict[str, List[Row]] = {}
     for r in c.rows:
         groups.setdefault(r.workload, []).append(r)
@@ -304,7 +341,8 @@ def write_png(c: Comparison, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(c: Comparison, csv_path: Optional[Path], png_path: Optional[Path], png_required: bool) -> List[str]:
+def write_outputs(c: Comparison, csv_path: Optional[Path], png_path: Optional[Path], png_required: bool,
+                  plot: str = "bars") -> List[str]:
     """Write the CSV and the PNG; returns lines saying what was written (or why the chart was not)."""
     lines = []
     if csv_path is not None:
@@ -317,7 +355,7 @@ def write_outputs(c: Comparison, csv_path: Optional[Path], png_path: Optional[Pa
     if png_path is not None:
         try:
             try:
-                write_png(c, png_path)
+                write_png(c, png_path, plot)
             except OSError as exc:
                 raise ConfigError("compare: {}: cannot write the chart ({})".format(
                     png_path, exc.strerror or type(exc).__name__)) from None
@@ -351,6 +389,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", type=Path, default=None, help="CSV file (default: Results/compare-<time>.csv)")
     parser.add_argument("--png", type=Path, default=None, help="bar chart (default: Results/compare-<time>.png)")
     parser.add_argument("--no-files", action="store_true", help="print the table only; write no CSV or PNG")
+    parser.add_argument("--plot", choices=PLOTS, default="bars",
+                        help="the chart: 'bars' (fps and speed-up, default) or 'fps-w' (fps against average power, "
+                             "where measured)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="tracebacks on errors")
     return parser
 
@@ -367,6 +408,7 @@ def run_compare(argv: Sequence[str]) -> int:
         folder = Path(args.results[0]).resolve().parent
         csv_path = args.csv or folder / "compare-{}.csv".format(stamp)
         png_path = args.png or folder / "compare-{}.png".format(stamp)
-        lines = write_outputs(c, csv_path, png_path, png_required=args.png is not None)
+        lines = write_outputs(c, csv_path, png_path, png_required=args.png is not None or args.plot != "bars",
+                              plot=args.plot)
         print("\n" + "\n".join(lines))
     return 0

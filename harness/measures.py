@@ -41,6 +41,11 @@ MEASURES: Tuple[Measure, ...] = (
     Measure("throughput_fps", "fps", lambda r: r.throughput_fps),
     Measure("p95_ms", "p95 ms", _latency("p95_ms")),
     Measure("median_ms", "p50 ms", _latency("median_ms"), compare_table=False),
+    # Power over the timed loop (system/power.py), where it was measured.
+    Measure("average_w", "W", lambda r: (r.power or {}).get("average_w") if r.fps_per_watt else None,
+            always=False),
+    Measure("fps_per_w", "fps/W", lambda r: r.fps_per_watt, score_table=True, always=False),
+    Measure("mj_per_inference", "mJ/inf", lambda r: r.mj_per_inference, score_table=True, always=False),
 )
 
 

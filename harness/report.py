@@ -63,6 +63,11 @@ def format_table(results: Sequence[TaskResult]) -> str:
     if any(r.synthetic for r in results):
         notes.append("{} synthetic weights: valid for speed only; accuracy on them is meaningless".format(
             SYNTHETIC_MARK))
+    powered = [r for r in results if r.fps_per_watt and r.power]
+    if powered:
+        sources = sorted({"{} ({})".format(r.power.get("source"), r.power.get("total")) for r in powered})
+        notes.append("fps/W = images per joule, mJ/inf = energy per image, over the timed loop; measured by {}: "
+                     "see each result's power.measures for what that includes".format(", ".join(sources)))
     if any(not r.valid for r in results):
         notes.append("{} not a valid MLMark score: {}".format(
             INVALID_MARK, "; ".join(sorted({n for r in results if not r.valid for n in r.notes}))))

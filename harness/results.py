@@ -49,6 +49,19 @@ class TaskResult:
     extra_scores: Dict[str, float] = field(default_factory=dict)
     started: str = ""
     finished: str = ""
+    #: power over the timed loop (system.power.summarize): W per rail, mJ per inference, inferences per joule
+    power: Optional[Dict[str, Any]] = None
+    #: machine state (system.state) before and after the task: power mode, clocks, temperatures, throttling
+    system_state: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fps_per_watt(self) -> Optional[float]:
+        """Inferences (images) per joule over the timed loop, where power was measured."""
+        return (self.power or {}).get("inferences_per_joule")
+
+    @property
+    def mj_per_inference(self) -> Optional[float]:
+        return (self.power or {}).get("energy_per_inference_mj")
 
     @property
     def synthetic(self) -> bool:

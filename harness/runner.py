@@ -21,6 +21,9 @@ from core.stats import LatencyStats, summarize
 from harness.config import MIN_VALID_ITERATIONS, Task
 from harness.report import sig3
 from precision.table import stale_table_warning
+from system import power as power_sampling
+from system import state as machine_state
+from system import state_warning
 from targets import get_target
 from targets.base import LoadRequest, Session, Target, ToolSummary
 from workloads import get_workload
@@ -59,6 +62,8 @@ class Measurement:
     native_info: Dict[str, Any] = field(default_factory=dict)
     #: when an external tool ran and summarized the loop (Session.summary_run): its figures, scored as given
     summary: Optional[ToolSummary] = None
+    #: power samples over the timed loop (system.power.Window), when a sampler was given
+    power: Any = None
 
     @property
     def throughput_fps(self) -> float:
@@ -180,22 +185,38 @@ def host_postprocess(pt: PreparedTask, session: Session) -> Optional[Callable[[S
     return lambda outputs: pt.workload.postprocess(to_host(outputs), names)
 
 
-def measure(pt: PreparedTask, session: Session) -> Measurement:
-    """Warm up, then run the timed iterations; returns raw timings."""
+@contextlib.contextmanager
+def _sampling(power: Optional[power_sampling.PowerSampler], into: Dict[str, Any]) -> Iterator[None]:
+    """Power sampling around exactly the timed loop (nothing when no sampler); the window goes into `into`."""
+    if power is None:
+        yield
+        return
+    power.start()
+    try:
+        yield
+    finally:
+        into["power"] = power.stop()
+
+
+def measure(pt: PreparedTask, session: Session,
+            power: Optional[power_sampling.PowerSampler] = None) -> Measurement:
+    """Warm up, then run the timed iterations (sampling power during them when given a sampler); raw timings."""
     p = pt.task.params
     if session.has_summary_run:
         return measure_summary(pt, session)
     inputs = session.stage(pt.workload.make_inputs(session.input_specs(), p.batch))
     post = host_postprocess(pt, session)
     if session.has_timed_run and post is None:
-        return measure_native(pt, session)
+        return measure_native(pt, session, power)
     warm_n, warm_s = run_loop(session, inputs, p.concurrency, post,
                               count=max(p.warmup_iterations, p.concurrency), seconds=p.warmup_s)
     log.info("%s: warm-up %d iterations in %.2f s; timing %d iterations", pt.task.source, warm_n, warm_s,
              p.iterations)
-    latencies, wall = timed_loop(session, inputs, p.iterations, p.concurrency, post)
+    sampled: Dict[str, Any] = {}
+    with _sampling(power, sampled):
+        latencies, wall = timed_loop(session, inputs, p.iterations, p.concurrency, post)
     return Measurement(iterations=p.iterations, batch=p.batch, concurrency=p.concurrency, wall_s=wall,
-                       latencies_s=latencies, warmup_iterations=warm_n, warmup_s=warm_s)
+                       latencies_s=latencies, warmup_iterations=warm_n, warmup_s=warm_s, power=sampled.get("power"))
 
 
 # Warm-up chunks of a target's own loop: long enough that the gaps between them do not matter, short
@@ -204,7 +225,8 @@ _NATIVE_CHUNK_S = 0.25
 _NATIVE_MAX_CHUNK = 1 << 20
 
 
-def measure_native(pt: PreparedTask, session: Session) -> Measurement:
+def measure_native(pt: PreparedTask, session: Session,
+                   power: Optional[power_sampling.PowerSampler] = None) -> Measurement:
     """Warm-up and timed loop run by the target's library (Session.timed_run) on the staged batch.
 
     The harness keeps the run rules: it decides the warm-up (chunks until both the warm-up seconds
@@ -214,7 +236,9 @@ def measure_native(pt: PreparedTask, session: Session) -> Measurement:
     warm_n, warm_s = native_warmup(session, count=max(p.warmup_iterations, p.concurrency), seconds=p.warmup_s)
     log.info("%s: warm-up %d iterations in %.2f s; timing %d iterations in the target's loop", pt.task.source,
              warm_n, warm_s, p.iterations)
-    timing = session.timed_run(p.iterations, 0)
+    sampled: Dict[str, Any] = {}
+    with _sampling(power, sampled):
+        timing = session.timed_run(p.iterations, 0)
     latencies = [float(t) for t in timing.latencies_s]
     if len(latencies) != p.iterations or not timing.wall_s > 0:
         raise RunError("{}: target {} returned {} latencies and wall time {} for {} iterations".format(
@@ -222,7 +246,7 @@ def measure_native(pt: PreparedTask, session: Session) -> Measurement:
     gpu = [float(t) for t in timing.gpu_s] if timing.gpu_s is not None else None
     return Measurement(iterations=p.iterations, batch=p.batch, concurrency=p.concurrency, wall_s=float(timing.wall_s),
                        latencies_s=latencies, warmup_iterations=warm_n, warmup_s=warm_s, timed_by_target=True,
-                       gpu_s=gpu, native_info=dict(timing.info))
+                       gpu_s=gpu, native_info=dict(timing.info), power=sampled.get("power"))
 
 
 def measure_summary(pt: PreparedTask, session: Session) -> Measurement:
@@ -366,6 +390,26 @@ def _target_errors(pt: PreparedTask, doing: str) -> Iterator[None]:
                                                                   first)) from exc
 
 
+def open_power(prepared: Sequence[PreparedTask], record: Any) -> Optional[power_sampling.PowerSampler]:
+    """Record the machine's state once (warning once when a Jetson is not set for maximum performance),
+    then open the run's power sampler and measure the idle baseline, before any model is loaded."""
+    state = machine_state()
+    warning = state_warning(state)
+    if warning:
+        log.warning("%s", warning)
+        state["warning"] = warning
+    record.system["state"] = state
+    if all(pt.task.params.mode == "accuracy" for pt in prepared):
+        return None
+    sampler, info = power_sampling.open_for_run()
+    record.system["power"] = info
+    if sampler is None:
+        log.info("power: not measured (%s)", "; ".join(info.get("unavailable", [])))
+    else:
+        log.info("power: %s at %g Hz, idle %s W", info["source"], info["rate_hz"], sig3(info["idle"].get("average_w")))
+    return sampler
+
+
 def run_tasks(prepared: Sequence[PreparedTask], record: Any, out: Any) -> None:
     """Run each task and rewrite the results file after each one, so a later failure loses nothing.
 
@@ -373,6 +417,18 @@ def run_tasks(prepared: Sequence[PreparedTask], record: Any, out: Any) -> None:
     then its error is raised; Ctrl-C or SIGTERM records the run as interrupted, this task and the
     later ones as not run.
     """
+
+    power = open_power(prepared, record)
+    idle_w = ((record.system.get("power") or {}).get("idle") or {}).get("average_w")
+    try:
+        _run_tasks(prepared, record, out, power, idle_w)
+    finally:
+        if power is not None:
+            power.source.close()
+
+
+def _run_tasks(prepared: Sequence[PreparedTask], record: Any, out: Any,
+               power: Optional[power_sampling.PowerSampler], idle_w: Optional[float]) -> None:
     from harness import results as res
 
     for i, pt in enumerate(prepared):
@@ -380,7 +436,7 @@ def run_tasks(prepared: Sequence[PreparedTask], record: Any, out: Any) -> None:
         log.info("%s: %s", task.source, task.label)
         started = res.now()
         try:
-            result = run_task(pt, started)
+            result = run_task(pt, started, power, idle_w)
         except MLMarkError as exc:
             record.failed.append(dict(source=task.source, target=task.target, workload=task.workload,
                                       params=task.params.to_dict(), error=str(exc), started=started,
@@ -398,12 +454,15 @@ def run_tasks(prepared: Sequence[PreparedTask], record: Any, out: Any) -> None:
         log.info("%s: %s %s %s", task.source, result.metric, sig3(result.score), result.units)
 
 
-def run_task(pt: PreparedTask, started: str) -> Any:
-    """Load the task's model, measure or score it, and return its TaskResult."""
+def run_task(pt: PreparedTask, started: str, power: Optional[power_sampling.PowerSampler] = None,
+             idle_w: Optional[float] = None) -> Any:
+    """Load the task's model, measure or score it (sampling power over the timed loop when given a sampler),
+    and return its TaskResult with the machine's state before and after."""
     from harness import results as res
     from harness.performance import performance_result
 
     task, p = pt.task, pt.task.params
+    before = machine_state()
     with _target_errors(pt, "loading the model"):
         session = load(pt)
     with session, _target_errors(pt, "running"):
@@ -416,15 +475,19 @@ def run_task(pt: PreparedTask, started: str) -> Any:
 
             result = run_accuracy(pt, session, base)
         else:
-            m = measure(pt, session)
+            m = measure(pt, session, power)
             result = performance_result(base, p, m)
             if m.timed_by_target:
                 result.target_info["timed_loop"] = "the target's own library (no Python per inference)"
                 result.target_info.update(m.native_info)
                 if m.gpu_s:
                     result.target_info["gpu_compute_ms"] = summarize(m.gpu_s).to_dict()
+            if m.power is not None:
+                result.power = power_sampling.summarize(m.power, inferences=m.iterations * m.batch, wall_s=m.wall_s,
+                                                        idle_w=idle_w)
     if session.invalid_reason:  # e.g. a target's test double: never a valid score, whatever was measured
         result.valid = False
         result.notes.append(session.invalid_reason)
+    result.system_state = {"before": before, "after": machine_state()}
     result.finished = res.now()
     return result
