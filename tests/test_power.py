@@ -90,6 +90,27 @@ def test_cumulative_source_uses_the_counter_difference() -> None:
     assert r["energy_per_inference_mj"] == pytest.approx(2000.0)
 
 
+def test_a_counter_is_read_at_the_start_and_the_end_only() -> None:
+    class Counter(Ramp):
+        cumulative = True
+
+        def read(self) -> Dict[str, float]:
+            self.reads += 1
+            t = time.perf_counter() - self.t0
+            return {"IN": self.a * t + 0.5 * self.b * t * t}  # the ramp's energy so far, in J
+
+    src = Counter()
+    sampler = PowerSampler(src, rate_hz=50)
+    sampler.start()
+    time.sleep(0.3)
+    window = sampler.stop()
+    assert src.reads == 2 and len(window.samples) == 2  # no thread read it in between: a read costs, gives nothing
+    t0, t1 = window.samples[0][0], window.samples[-1][0]
+    result = summarize(window, inferences=100)
+    assert result["energy_j"] == pytest.approx(src.energy(t0, t1), rel=1e-3)
+    assert result["rate_hz"] == 0.0 and result["achieved_hz"] == 0.0
+
+
 def test_too_short_and_failing_windows() -> None:
     one = Window(source={"source": "x"}, cumulative=False, rate_hz=10.0, samples=[(0.0, {"A": 1.0})])
     r = summarize(one, inferences=10)
