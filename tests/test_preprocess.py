@@ -523,3 +523,22 @@ def test_unwritable_cache_folder_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as exc:
         cached_preprocess(paths, MOBILENET, blocked / ".cache", {}, "t")
     assert "cannot write the preprocessing cache" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path: Path, caplog: Any) -> None:
+    """pixels.npy overwritten in place with its header intact: a checksum mismatch, not a silent cache hit."""
+    paths = jpegs(tmp_path / "img", 6)
+    first = cached_preprocess(paths, MOBILENET, tmp_path / "cache", {"id": 1}, "t", workers=1)
+    good = np.array(first.pixels)
+    npy = first.path / pre.PIXELS_FILE
+    data = bytearray(npy.read_bytes())
+    header = len(data) - good.nbytes
+    data[header + 1000:header + 2000] = bytes(1000)  # a block of pixels zeroed, the .npy header untouched
+    npy.write_bytes(bytes(data))
+    assert np.load(str(npy), mmap_mode="r").shape == good.shape  # still a valid array of the right shape
+    caplog.set_level("WARNING")
+    again = cached_preprocess(paths, MOBILENET, tmp_path / "cache", {"id": 1}, "t", workers=1)
+    assert not again.hit and "is damaged" in caplog.text
+    np.testing.assert_array_equal(np.asarray(again.pixels), good)
+    third = cached_preprocess(paths, MOBILENET, tmp_path / "cache", {"id": 1}, "t", workers=1)
+    assert third.hit  # the rebuilt entry verifies

@@ -60,6 +60,7 @@ import shutil
 import signal
 import tempfile
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -72,7 +73,7 @@ from core.progress import progress
 
 log = logging.getLogger("mlmark.preprocess")
 
-CACHE_FORMAT = 2  # bump when the cache's files or their meaning change (2: OpenCV resampling)
+CACHE_FORMAT = 3  # bump when the cache's files or their meaning change (2: OpenCV resampling; 3: checksum)
 STORED_DTYPE = "uint8"
 STORED_LAYOUT = "NCHW"
 PIXELS_FILE = "pixels.npy"
@@ -413,7 +414,9 @@ def _build(paths: Sequence[Any], spec: PreprocessSpec, cache_dir: Path, identity
             sizes[i] = [ih, iw]
         with open(str(npy), "rb+") as f:
             os.fsync(f.fileno())
+        crc, size = file_crc32(npy)
         meta = {"format": CACHE_FORMAT, "key": key, "tag": tag, "identity": dict(identity), "spec": spec.key(),
+                "pixels_crc32": crc, "pixels_bytes": size,
                 "spec_text": spec.describe(), "opencv": opencv_version(), "dtype": STORED_DTYPE,
                 "layout": STORED_LAYOUT, "shape": [len(paths), 3, h, w], "failures": [[i, str(paths[i]), why] for i, why in failures],
                 "sizes": sizes, "workers": n_workers, "build_seconds": round(time.perf_counter() - t0, 3),
@@ -433,7 +436,7 @@ def _build(paths: Sequence[Any], spec: PreprocessSpec, cache_dir: Path, identity
         shutil.rmtree(str(tmp), ignore_errors=True)
         raise
     _prune(cache_dir, tag, final)
-    loaded = _load(final, key, len(paths), spec)
+    loaded = _load(final, key, len(paths), spec, verify=False)  # just written and checksummed
     if loaded is None:
         raise DatasetError("preprocessing cache {} could not be read back after it was written".format(final))
     pixels, meta = loaded
@@ -466,8 +469,9 @@ def _cached(pixels: np.ndarray, meta: Dict[str, Any], key: str, path: Path, hit:
                         key=key, path=path, hit=hit, seconds=seconds, workers=workers)
 
 
-def _load(folder: Path, key: str, count: int, spec: PreprocessSpec) -> Optional[Tuple[np.ndarray, Dict[str, Any]]]:
-    """A complete cache entry's pixels and meta, or None if absent, foreign or damaged."""
+def _load(folder: Path, key: str, count: int, spec: PreprocessSpec,
+          verify: bool = True) -> Optional[Tuple[np.ndarray, Dict[str, Any]]]:
+    """A complete cache entry's pixels and meta, or None if absent, foreign or damaged (checksum checked)."""
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         h, w = spec.size
@@ -475,11 +479,31 @@ def _load(folder: Path, key: str, count: int, spec: PreprocessSpec) -> Optional[
                 or len(meta.get("sizes", ())) != count:
             return None
         pixels = np.load(str(folder / PIXELS_FILE), mmap_mode="r")
+        if pixels.shape != (count, 3, h, w) or pixels.dtype != np.uint8:
+            return None
+        if verify and file_crc32(folder / PIXELS_FILE) != (meta.get("pixels_crc32"), meta.get("pixels_bytes")):
+            log.warning("preprocessing cache %s is damaged (its pixels do not match the checksum recorded when it was "
+                        "built): building it again", folder)
+            return None
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    if pixels.shape != (count, 3, h, w) or pixels.dtype != np.uint8:
-        return None
     return pixels, meta
+
+
+def file_crc32(path: Path, chunk: int = 8 << 20) -> Tuple[int, int]:
+    """(CRC-32, size) of a file, read in chunks.
+
+    CRC-32, not SHA-256: the check guards against an entry damaged or overwritten in place (which
+    would score the wrong pixels without a word), not against tampering, and zlib's CRC-32 runs at
+    disk speed (2.4 GB/s on one x86 core, against 1.1 GB/s for SHA-256), so verifying a 1.35 GB
+    COCO entry costs about what reading it from the disk costs.
+    """
+    crc, size = 0, 0
+    with open(str(path), "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            crc = zlib.crc32(block, crc)
+            size += len(block)
+    return crc, size
 
 
 def _prune(cache_dir: Path, tag: str, keep: Path) -> None:
