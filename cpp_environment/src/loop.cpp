@@ -69,6 +69,57 @@ Loop::Slot::~Slot() {
 }
 
 Loop::Loop(const mlmark_loop_config& c) {
+  validate(c);
+  device_ = c.device;
+  concurrency_ = c.concurrency;
+  sync_mode_ = c.sync_mode;
+  cuda_graph_ = c.cuda_graph != 0;
+  launch_gate_ = c.launch_gate != 0;
+  transfers_ = c.transfers != 0;
+  zero_copy_alloc_ = c.zero_copy_alloc;
+
+  const DeviceProps props = query_device(device_);  // also makes the device current
+  integrated_ = props.integrated;
+  concurrent_managed_access_ = props.concurrent_managed_access;
+  allow_mapped_host_memory();
+  choose_memory(c, props);
+
+  if (c.executor == MLMARK_EXECUTOR_TENSORRT) {
+    factory_ = trt::make_engine_factory(c.engine_path);
+  } else {
+    factory_ = make_spin_factory(c.spin_ns, static_cast<std::size_t>(c.input_bytes),
+                                 static_cast<std::size_t>(c.output_bytes));
+  }
+  // The first executor tells the bindings and then serves stream 0: no execution context is made only to
+  // be thrown away (a TensorRT context holds the engine's activation memory).
+  std::unique_ptr<Executor> first = factory_->create();
+  bindings_ = first->bindings();
+  if (cuda_graph_ && !first->capture_safe()) {
+    throw Error(MLMARK_ERR_UNSUPPORTED,
+                "the " + factory_->name() + " executor cannot be captured into a CUDA graph; run without graphs");
+  }
+  for (const Binding& b : bindings_) (b.is_input ? input_bytes_ : output_bytes_) += b.bytes;
+  check_buffers_fit();
+
+  slots_.reserve(static_cast<std::size_t>(concurrency_));
+  for (int i = 0; i < concurrency_; ++i) {
+    slots_.push_back(std::unique_ptr<Slot>(new Slot()));
+    setup_slot(*slots_.back(), i, i == 0 ? std::move(first) : factory_->create());
+  }
+  fifo_.assign(static_cast<std::size_t>(concurrency_), nullptr);
+
+  // One untimed inference per stream proves the whole path (module load, graph upload, buffers)
+  // now, so a failure is reported by create, not by the first timed run.
+  phase(concurrency_, nullptr, nullptr, nullptr, nullptr);
+
+  log(MLMARK_LOG_INFO,
+      "loop ready on GPU %d (%s): %d stream(s), wait %s, CUDA graphs %s, launch gate %s, transfers %s, %s, executor %s",
+      device_, props.name.c_str(), concurrency_, sync_name(sync_mode_), cuda_graph_ ? "on" : "off",
+      launch_gate_ ? "on" : "off", transfers_ ? "on" : "off", memory_name(memory_, zero_copy_alloc_),
+      factory_->name().c_str());
+}
+
+void Loop::validate(const mlmark_loop_config& c) {
   if (c.concurrency < 1 || c.concurrency > kMaxConcurrency) {
     throw Error(MLMARK_ERR_INVALID_ARGUMENT, "concurrency must be within 1.." + std::to_string(kMaxConcurrency) +
                                                  ", got " + std::to_string(c.concurrency));
@@ -91,19 +142,9 @@ Loop::Loop(const mlmark_loop_config& c) {
   if (c.executor == MLMARK_EXECUTOR_SPIN && (c.spin_ns < 0 || c.spin_ns > kMaxSpinNs)) {
     throw Error(MLMARK_ERR_INVALID_ARGUMENT, "spin duration must be within 0..10 s, got " + std::to_string(c.spin_ns) + " ns");
   }
+}
 
-  device_ = c.device;
-  concurrency_ = c.concurrency;
-  sync_mode_ = c.sync_mode;
-  cuda_graph_ = c.cuda_graph != 0;
-  launch_gate_ = c.launch_gate != 0;
-  transfers_ = c.transfers != 0;
-  zero_copy_alloc_ = c.zero_copy_alloc;
-
-  const DeviceProps props = query_device(device_);  // also makes the device current
-  integrated_ = props.integrated;
-  concurrent_managed_access_ = props.concurrent_managed_access;
-
+void Loop::allow_mapped_host_memory() {
   // The scheduling flags (spin, yield or sleep in cudaStreamSynchronize and cudaDeviceSynchronize) belong
   // to the process's primary context, which every loop and any framework in this process share, and a
   // change applies at once to all of them. So no loop touches them, and none needs to, since each wait
@@ -123,43 +164,30 @@ Loop::Loop(const mlmark_loop_config& c) {
       log(MLMARK_LOG_DEBUG, "device flags left as they were: %s", cudaGetErrorString(flag_err));
     }
   }
+}
 
+void Loop::choose_memory(const mlmark_loop_config& c, const DeviceProps& props) {
   memory_ = c.memory;
   if (memory_ == MLMARK_MEMORY_AUTO) memory_ = integrated_ ? MLMARK_MEMORY_ZERO_COPY : MLMARK_MEMORY_DEVICE;
-  if (memory_ == MLMARK_MEMORY_ZERO_COPY) {
-    if (!integrated_ && !c.force_zero_copy) {
-      throw Error(MLMARK_ERR_UNSUPPORTED, "zero-copy memory is refused on " + props.name +
-                                              ", a discrete GPU (its kernels would read host memory over PCIe); "
-                                              "use device memory, or force zero-copy to measure it anyway");
-    }
-    if (zero_copy_alloc_ == MLMARK_ZERO_COPY_MAPPED && !props.can_map_host_memory) {
-      throw Error(MLMARK_ERR_UNSUPPORTED, props.name + " cannot map host memory, so mapped zero-copy is unavailable");
-    }
-    if (zero_copy_alloc_ == MLMARK_ZERO_COPY_MANAGED && !props.managed_memory) {
-      throw Error(MLMARK_ERR_UNSUPPORTED, props.name + " has no managed memory, so managed zero-copy is unavailable");
-    }
-    if (transfers_) {
-      log(MLMARK_LOG_INFO, "zero-copy memory: the GPU reads the host buffers directly, so no transfers are timed");
-    }
-    transfers_ = false;
+  if (memory_ != MLMARK_MEMORY_ZERO_COPY) return;
+  if (!integrated_ && !c.force_zero_copy) {
+    throw Error(MLMARK_ERR_UNSUPPORTED, "zero-copy memory is refused on " + props.name +
+                                            ", a discrete GPU (its kernels would read host memory over PCIe); "
+                                            "use device memory, or force zero-copy to measure it anyway");
   }
+  if (zero_copy_alloc_ == MLMARK_ZERO_COPY_MAPPED && !props.can_map_host_memory) {
+    throw Error(MLMARK_ERR_UNSUPPORTED, props.name + " cannot map host memory, so mapped zero-copy is unavailable");
+  }
+  if (zero_copy_alloc_ == MLMARK_ZERO_COPY_MANAGED && !props.managed_memory) {
+    throw Error(MLMARK_ERR_UNSUPPORTED, props.name + " has no managed memory, so managed zero-copy is unavailable");
+  }
+  if (transfers_) {
+    log(MLMARK_LOG_INFO, "zero-copy memory: the GPU reads the host buffers directly, so no transfers are timed");
+  }
+  transfers_ = false;
+}
 
-  if (c.executor == MLMARK_EXECUTOR_TENSORRT) {
-    factory_ = trt::make_engine_factory(c.engine_path);
-  } else {
-    factory_ = make_spin_factory(c.spin_ns, static_cast<std::size_t>(c.input_bytes),
-                                 static_cast<std::size_t>(c.output_bytes));
-  }
-  // The first executor tells the bindings and then serves stream 0: no execution context is made only to
-  // be thrown away (a TensorRT context holds the engine's activation memory).
-  std::unique_ptr<Executor> first = factory_->create();
-  bindings_ = first->bindings();
-  if (cuda_graph_ && !first->capture_safe()) {
-    throw Error(MLMARK_ERR_UNSUPPORTED,
-                "the " + factory_->name() + " executor cannot be captured into a CUDA graph; run without graphs");
-  }
-  for (const Binding& b : bindings_) (b.is_input ? input_bytes_ : output_bytes_) += b.bytes;
-
+void Loop::check_buffers_fit() const {
   // Refuse what cannot fit before allocating any of it, with the totals in the message.
   const std::size_t per_inference = input_bytes_ + output_bytes_ + bindings_.size();
   const std::size_t total = per_inference * static_cast<std::size_t>(concurrency_);
@@ -170,23 +198,6 @@ Loop::Loop(const mlmark_loop_config& c) {
   } else {
     check_fits(zero_copy_alloc_ == MLMARK_ZERO_COPY_MANAGED ? MemoryKind::Managed : MemoryKind::Mapped, total, what);
   }
-
-  slots_.reserve(static_cast<std::size_t>(concurrency_));
-  for (int i = 0; i < concurrency_; ++i) {
-    slots_.push_back(std::unique_ptr<Slot>(new Slot()));
-    setup_slot(*slots_.back(), i, i == 0 ? std::move(first) : factory_->create());
-  }
-  fifo_.assign(static_cast<std::size_t>(concurrency_), nullptr);
-
-  // One untimed inference per stream proves the whole path (module load, graph upload, buffers)
-  // now, so a failure is reported by create, not by the first timed run.
-  phase(concurrency_, nullptr, nullptr, nullptr, nullptr);
-
-  log(MLMARK_LOG_INFO,
-      "loop ready on GPU %d (%s): %d stream(s), wait %s, CUDA graphs %s, launch gate %s, transfers %s, %s, executor %s",
-      device_, props.name.c_str(), concurrency_, sync_name(sync_mode_), cuda_graph_ ? "on" : "off",
-      launch_gate_ ? "on" : "off", transfers_ ? "on" : "off", memory_name(memory_, zero_copy_alloc_),
-      factory_->name().c_str());
 }
 
 Loop::~Loop() {

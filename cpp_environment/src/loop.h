@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_util.h"
 #include "launch_gate.h"
 #include "memory.h"
 #include "mlmark/executor.h"
@@ -79,6 +80,11 @@ class Loop {
     cudaEvent_t completion() const { return done[parity] ? done[parity] : end[parity]; }
   };
 
+  // The constructor's steps, in order.
+  static void validate(const mlmark_loop_config& config);  // Error for a value out of range
+  void allow_mapped_host_memory();
+  void choose_memory(const mlmark_loop_config& config, const DeviceProps& props);  // resolves auto, refuses
+  void check_buffers_fit() const;  // Error before allocating what cannot fit
   Slot& slot_at(int slot);
   void setup_slot(Slot& slot, int number, std::unique_ptr<Executor> executor);
   // Capture and verify the slot's graph; false (reason in *why) when the capture failed, as TensorRT

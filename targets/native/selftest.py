@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -206,6 +206,7 @@ def measure(library: Optional[NativeLibrary] = None, device: int = 0, quick: boo
     plan = Plan(quick)
     checks: List[Dict[str, Any]] = []
     started = time.monotonic()
+    log.info("self-test on %s", info.describe())
 
     def settings(**kw: Any) -> LoopSettings:
         # Ungated: the overhead and concurrency figures are the loop's as a user runs it (a gate would add the
@@ -215,71 +216,10 @@ def measure(library: Optional[NativeLibrary] = None, device: int = 0, quick: boo
         base.update(kw)
         return LoopSettings(**base)  # type: ignore[arg-type]
 
-    log.info("self-test on %s", info.describe())
-
-    # 1. Timing accuracy: plain launches, plain launches behind a launch gate, and CUDA graphs. The spin
-    #    kernel's duration is exact by the GPU's clock, so event time minus requested time is the timing
-    #    method's own error. Judged on the gated launches, which time the GPU's work alone; plain ones
-    #    also hold the host's launch call (and the platform's jitter in it) between their events.
-    fixed: Dict[str, float] = {}
-    rows: Dict[str, List[Dict[str, Any]]] = {}
-    slopes: Dict[str, Dict[str, float]] = {}
-    for mode in ACCURACY_MODES:
-        fixed[mode], rows[mode] = _accuracy(library, plan, mode, device)
-        slope, intercept = _slope(rows[mode])
-        slopes[mode] = {"slope": slope, "intercept_us": intercept}
-    _judge_accuracy(checks, rows[JUDGED_ACCURACY_MODE], "accuracy")
-    slope = slopes[JUDGED_ACCURACY_MODE]["slope"]
-    _check(checks, "slope of measured against requested", slope, "", "1 +- {:g}".format(SLOPE_TOLERANCE),
-           abs(slope - 1.0) <= SLOPE_TOLERANCE)
-    # The gate must not move the median (it only removes the host from the interval), and graphs must
-    # agree with plain launches.
-    _judge_agreement(checks, rows["gated"], rows["plain"], "gated vs plain")
-    _judge_agreement(checks, rows["graph"], rows["plain"], "graph vs plain")
-
-    # 2. Host overhead per inference: end-to-end minus GPU time, i.e. the loop's enqueue, the wait's
-    #    wake-up and, where on, the transfers. The waiting thread's CPU share shows what each way of
-    #    waiting did: near 100 % where it spun (in the loop or in the driver), low where it slept.
-    overhead_rows = []
-    cases = [("blocking", False, 4096, False), ("spin", False, 4096, False), ("sleep", False, 4096, False),
-             ("blocking", False, 4096, True), ("blocking", True, 4096, False), ("spin", True, 4096, False),
-             ("spin", True, LARGE_INPUT_BYTES, False)]
-    for sync, transfers, input_bytes, graph in cases:
-        result, cpu_share = _run(library, settings(iterations=plan.iterations(OVERHEAD_DURATION_US), sync=sync,
-                                                   transfers=transfers, cuda_graph=graph),
-                                 SpinWorkload(OVERHEAD_DURATION_US * 1000, input_bytes=input_bytes, output_bytes=4096))
-        row = {"sync": sync, "transfers": transfers, "cuda_graph": graph, "input_bytes": input_bytes,
-               "output_bytes": 4096, "overhead": _stats_us(result.overhead_s()), "e2e": _stats_us(result.e2e_s),
-               "gpu": _stats_us(result.gpu_s), "enqueue": _stats_us(result.enqueue_s),
-               "thread_cpu_share": cpu_share}
-        overhead_rows.append(row)
-        if not transfers and not graph and sync in JUDGED_SYNC_MODES:
-            _check(checks, "host overhead, {}".format(sync), row["overhead"]["median_us"], "us",
-                   "<= {:g} us".format(OVERHEAD_MAX_US), row["overhead"]["median_us"] <= OVERHEAD_MAX_US)
-
-    # 3. Concurrency: N streams, each with its own executor, kept in flight by one host thread.
-    concurrency_rows = []
-    base_throughput = None
-    cases_c = [(n, "spin", False) for n in CONCURRENCY_LEVELS] + [(SCALING_STREAMS, "blocking", False),
-                                                                  (SCALING_STREAMS, "sleep", False),
-                                                                  (SCALING_STREAMS, "spin", True)]
-    for streams, sync, graph in cases_c:
-        result, cpu_share = _run(library, settings(concurrency=streams, iterations=plan.per_stream * streams,
-                                                   sync=sync, cuda_graph=graph),
-                                 SpinWorkload(CONCURRENCY_DURATION_US * 1000))
-        throughput = result.throughput_per_s
-        if base_throughput is None:
-            base_throughput = throughput
-        row = {"streams": streams, "sync": sync, "cuda_graph": graph, "throughput_per_s": throughput,
-               "speedup": throughput / base_throughput if base_throughput else 0.0,
-               "e2e": _stats_us(result.e2e_s), "gpu": _stats_us(result.gpu_s), "wall_s": result.wall_s,
-               "thread_cpu_share": cpu_share}
-        concurrency_rows.append(row)
-        if streams == SCALING_STREAMS and sync == "spin" and not graph:
-            _check(checks, "throughput {} streams / 1 stream".format(streams), row["speedup"], "x",
-                   ">= {:g}x".format(SCALING_MIN), row["speedup"] >= SCALING_MIN)
-
-    report = {
+    fixed, rows, slopes = _measure_accuracy(library, plan, device, checks)
+    overhead_rows = _measure_overhead(library, plan, settings, checks)
+    concurrency_rows = _measure_concurrency(library, plan, settings, checks)
+    return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "quick": quick,
@@ -303,7 +243,82 @@ def measure(library: Optional[NativeLibrary] = None, device: int = 0, quick: boo
         "passed": all(c["passed"] for c in checks),
         "seconds": time.monotonic() - started,
     }
-    return report
+
+
+def _measure_accuracy(library: NativeLibrary, plan: "Plan", device: int, checks: List[Dict[str, Any]]) -> Any:
+    """1. Timing accuracy: plain launches, plain launches behind a launch gate, and CUDA graphs.
+
+    The spin kernel's duration is exact by the GPU's clock, so event time minus requested time is the
+    timing method's own error. Judged on the gated launches, which time the GPU's work alone; plain
+    ones also hold the host's launch call (and the platform's jitter in it) between their events.
+    Returns the fixed costs, the rows and the slopes per launch mode.
+    """
+    fixed: Dict[str, float] = {}
+    rows: Dict[str, List[Dict[str, Any]]] = {}
+    slopes: Dict[str, Dict[str, float]] = {}
+    for mode in ACCURACY_MODES:
+        fixed[mode], rows[mode] = _accuracy(library, plan, mode, device)
+        slope, intercept = _slope(rows[mode])
+        slopes[mode] = {"slope": slope, "intercept_us": intercept}
+    _judge_accuracy(checks, rows[JUDGED_ACCURACY_MODE], "accuracy")
+    slope = slopes[JUDGED_ACCURACY_MODE]["slope"]
+    _check(checks, "slope of measured against requested", slope, "", "1 +- {:g}".format(SLOPE_TOLERANCE),
+           abs(slope - 1.0) <= SLOPE_TOLERANCE)
+    # The gate must not move the median (it only removes the host from the interval), and graphs must
+    # agree with plain launches.
+    _judge_agreement(checks, rows["gated"], rows["plain"], "gated vs plain")
+    _judge_agreement(checks, rows["graph"], rows["plain"], "graph vs plain")
+    return fixed, rows, slopes
+
+
+def _measure_overhead(library: NativeLibrary, plan: "Plan", settings: Callable[..., LoopSettings],
+                      checks: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """2. Host overhead per inference: end-to-end minus GPU time, i.e. the loop's enqueue, the wait's
+    wake-up and, where on, the transfers. The waiting thread's CPU share shows what each way of
+    waiting did: near 100 % where it spun (in the loop or in the driver), low where it slept."""
+    overhead_rows = []
+    cases = [("blocking", False, 4096, False), ("spin", False, 4096, False), ("sleep", False, 4096, False),
+             ("blocking", False, 4096, True), ("blocking", True, 4096, False), ("spin", True, 4096, False),
+             ("spin", True, LARGE_INPUT_BYTES, False)]
+    for sync, transfers, input_bytes, graph in cases:
+        result, cpu_share = _run(library, settings(iterations=plan.iterations(OVERHEAD_DURATION_US), sync=sync,
+                                                   transfers=transfers, cuda_graph=graph),
+                                 SpinWorkload(OVERHEAD_DURATION_US * 1000, input_bytes=input_bytes, output_bytes=4096))
+        row = {"sync": sync, "transfers": transfers, "cuda_graph": graph, "input_bytes": input_bytes,
+               "output_bytes": 4096, "overhead": _stats_us(result.overhead_s()), "e2e": _stats_us(result.e2e_s),
+               "gpu": _stats_us(result.gpu_s), "enqueue": _stats_us(result.enqueue_s),
+               "thread_cpu_share": cpu_share}
+        overhead_rows.append(row)
+        if not transfers and not graph and sync in JUDGED_SYNC_MODES:
+            _check(checks, "host overhead, {}".format(sync), row["overhead"]["median_us"], "us",
+                   "<= {:g} us".format(OVERHEAD_MAX_US), row["overhead"]["median_us"] <= OVERHEAD_MAX_US)
+    return overhead_rows
+
+
+def _measure_concurrency(library: NativeLibrary, plan: "Plan", settings: Callable[..., LoopSettings],
+                         checks: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """3. Concurrency: N streams, each with its own executor, kept in flight by one host thread."""
+    concurrency_rows = []
+    base_throughput = None
+    cases = [(n, "spin", False) for n in CONCURRENCY_LEVELS] + [(SCALING_STREAMS, "blocking", False),
+                                                                (SCALING_STREAMS, "sleep", False),
+                                                                (SCALING_STREAMS, "spin", True)]
+    for streams, sync, graph in cases:
+        result, cpu_share = _run(library, settings(concurrency=streams, iterations=plan.per_stream * streams,
+                                                   sync=sync, cuda_graph=graph),
+                                 SpinWorkload(CONCURRENCY_DURATION_US * 1000))
+        throughput = result.throughput_per_s
+        if base_throughput is None:
+            base_throughput = throughput
+        row = {"streams": streams, "sync": sync, "cuda_graph": graph, "throughput_per_s": throughput,
+               "speedup": throughput / base_throughput if base_throughput else 0.0,
+               "e2e": _stats_us(result.e2e_s), "gpu": _stats_us(result.gpu_s), "wall_s": result.wall_s,
+               "thread_cpu_share": cpu_share}
+        concurrency_rows.append(row)
+        if streams == SCALING_STREAMS and sync == "spin" and not graph:
+            _check(checks, "throughput {} streams / 1 stream".format(streams), row["speedup"], "x",
+                   ">= {:g}x".format(SCALING_MIN), row["speedup"] >= SCALING_MIN)
+    return concurrency_rows
 
 
 def format_report(report: Dict[str, Any]) -> str:

@@ -229,6 +229,60 @@ bool save_timing_cache(const nvinfer1::IBuilderConfig& config, const std::string
   }
 }
 
+// The device the build runs on, made current; a warning where it has no fast kernels for the precision,
+// and an error where the workspace cannot fit.
+DeviceProps prepare_device(const mlmark_trt_build_config& c, std::size_t workspace, bool* fast_fp16) {
+  const DeviceProps props = query_device(c.device);  // also makes the device current
+  bool fast_int8 = false, from_builder = false;
+  compat::fast_precisions(props.cc_major, props.cc_minor, true, fast_fp16, &fast_int8, &from_builder);
+  if ((c.precision == MLMARK_PRECISION_FP16 && !*fast_fp16) || (c.precision == MLMARK_PRECISION_INT8 && !fast_int8)) {
+    log(MLMARK_LOG_WARNING, "%s (sm_%d%d) has no fast %s; TensorRT may build slower kernels", props.name.c_str(),
+        props.cc_major, props.cc_minor, precision_name(c.precision));
+  }
+  std::size_t free_bytes = 0, total_bytes = 0;
+  check_cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+  if (workspace > free_bytes) {
+    throw Error(MLMARK_ERR_OUT_OF_MEMORY, "the build workspace of " + std::to_string(c.workspace_mb) + " MiB exceeds the " +
+                                              format_bytes(free_bytes) + " free on " + props.name +
+                                              ": give a smaller workspace");
+  }
+  return props;
+}
+
+// The ONNX file parsed into the network; Error naming each node the parser rejected.
+void parse(nvonnxparser::IParser& parser, const std::string& onnx, ErrorCapture& errors) {
+  log(MLMARK_LOG_INFO, "engine build: parsing %s", onnx.c_str());
+  if (parser.parseFromFile(onnx.c_str(), static_cast<int>(nvinfer1::ILogger::Severity::kWARNING))) return;
+  std::string all;
+  const int n = parser.getNbErrors();
+  for (int i = 0; i < n; ++i) {
+    const nvonnxparser::IParserError* e = parser.getError(i);
+    if (!e) continue;
+    const std::string text = compat::parser_error(*e);
+    log(MLMARK_LOG_DEBUG, "ONNX parser error %d: %s", i, text.c_str());
+    all += (all.empty() ? "" : "; ") + text;
+  }
+  if (all.empty()) all = errors.summary("no error reported");
+  throw Error(MLMARK_ERR_MODEL, "the TensorRT " + compat::header_version() + " ONNX parser rejected " + onnx + ": " + all);
+}
+
+// The serialized engine; Error saying why there is none (out of memory: with what to make smaller).
+Ptr<nvinfer1::IHostMemory> build_plan(nvinfer1::IBuilder& builder, nvinfer1::INetworkDefinition& network,
+                                      nvinfer1::IBuilderConfig& config, const mlmark_trt_build_config& c,
+                                      const std::string& model, ErrorCapture& errors) {
+  std::unique_ptr<compat::Attachment> progress = compat::attach_progress(config);
+  Ptr<nvinfer1::IHostMemory> plan(builder.buildSerializedNetwork(network, config));
+  progress.reset();
+  if (plan && plan->size() > 0) return plan;
+  if (errors.out_of_memory()) {
+    throw Error(MLMARK_ERR_OUT_OF_MEMORY, "building the engine for " + model + " ran out of memory (" +
+                                              errors.summary("no detail", 1) + "): give a smaller workspace (now " +
+                                              std::to_string(c.workspace_mb) + " MiB) or batch (now " +
+                                              std::to_string(c.batch) + ")");
+  }
+  throw Error(MLMARK_ERR_TENSORRT, "TensorRT could not build an engine from " + model + ": " + errors.summary("no detail"));
+}
+
 }  // namespace
 
 void build_engine(const mlmark_trt_build_config& c, mlmark_trt_build_result* result) {
@@ -236,23 +290,9 @@ void build_engine(const mlmark_trt_build_config& c, mlmark_trt_build_result* res
   const std::string onnx = c.onnx_path;
   const std::string model = basename(onnx);
   if (!file_exists(onnx)) throw Error(MLMARK_ERR_MODEL, "the ONNX model " + onnx + " does not exist");
-  const DeviceProps props = query_device(c.device);  // also makes the device current
-  bool fast_fp16 = false, fast_int8 = false, from_builder = false;
-  compat::fast_precisions(props.cc_major, props.cc_minor, true, &fast_fp16, &fast_int8, &from_builder);
-  if ((c.precision == MLMARK_PRECISION_FP16 && !fast_fp16) || (c.precision == MLMARK_PRECISION_INT8 && !fast_int8)) {
-    log(MLMARK_LOG_WARNING, "%s (sm_%d%d) has no fast %s; TensorRT may build slower kernels", props.name.c_str(),
-        props.cc_major, props.cc_minor, precision_name(c.precision));
-  }
   const std::size_t workspace = static_cast<std::size_t>(c.workspace_mb) << 20;
-  {
-    std::size_t free_bytes = 0, total_bytes = 0;
-    check_cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
-    if (workspace > free_bytes) {
-      throw Error(MLMARK_ERR_OUT_OF_MEMORY, "the build workspace of " + std::to_string(c.workspace_mb) + " MiB exceeds the " +
-                                                format_bytes(free_bytes) + " free on " + props.name +
-                                                ": give a smaller workspace");
-    }
-  }
+  bool fast_fp16 = false;
+  const DeviceProps props = prepare_device(c, workspace, &fast_fp16);
 
   const auto started = std::chrono::steady_clock::now();
   ErrorCapture errors;
@@ -262,27 +302,14 @@ void build_engine(const mlmark_trt_build_config& c, mlmark_trt_build_result* res
   if (!network) throw Error(MLMARK_ERR_TENSORRT, "creating a TensorRT network failed: " + errors.summary("no detail"));
   Ptr<nvonnxparser::IParser> parser(nvonnxparser::createParser(*network, logger()));
   if (!parser) throw Error(MLMARK_ERR_TENSORRT, "creating the ONNX parser failed: " + errors.summary("no detail"));
+  parse(*parser, onnx, errors);
 
-  log(MLMARK_LOG_INFO, "engine build: parsing %s", onnx.c_str());
-  if (!parser->parseFromFile(onnx.c_str(), static_cast<int>(nvinfer1::ILogger::Severity::kWARNING))) {
-    std::string all;
-    const int n = parser->getNbErrors();
-    for (int i = 0; i < n; ++i) {
-      const nvonnxparser::IParserError* e = parser->getError(i);
-      if (!e) continue;
-      const std::string text = compat::parser_error(*e);
-      log(MLMARK_LOG_DEBUG, "ONNX parser error %d: %s", i, text.c_str());
-      all += (all.empty() ? "" : "; ") + text;
-    }
-    if (all.empty()) all = errors.summary("no error reported");
-    throw Error(MLMARK_ERR_MODEL, "the TensorRT " + compat::header_version() + " ONNX parser rejected " + onnx + ": " + all);
-  }
   Ptr<nvinfer1::IBuilderConfig> config(builder->createBuilderConfig());
   if (!config) throw Error(MLMARK_ERR_TENSORRT, "creating the builder config failed: " + errors.summary("no detail"));
   const nvinfer1::IOptimizationProfile* profile = fix_batch(*builder, *network, *config, c.batch, model);
   compat::set_workspace(*config, workspace);
   if (c.detailed_profiling) config->setProfilingVerbosity(nvinfer1::ProfilingVerbosity::kDETAILED);
-  std::vector<std::unique_ptr<compat::Attachment>> keep;  // calibrator, progress: alive until the build ends
+  std::vector<std::unique_ptr<compat::Attachment>> keep;  // the calibrator: alive until the build ends
   set_precision(*config, *network, c, model, fast_fp16, profile, &keep);
   const std::string cache_path = c.timing_cache ? c.timing_cache : "";
   TimingCache cache = load_timing_cache(*config, cache_path);
@@ -290,18 +317,8 @@ void build_engine(const mlmark_trt_build_config& c, mlmark_trt_build_result* res
   log(MLMARK_LOG_INFO, "engine build: optimizing %s for %s at batch %d, %s, workspace %lld MiB (%s); this "
       "takes minutes on a small board", model.c_str(), props.name.c_str(), c.batch, precision_name(c.precision),
       static_cast<long long>(c.workspace_mb), runtime_label().c_str());
-  keep.push_back(compat::attach_progress(*config));
-  Ptr<nvinfer1::IHostMemory> plan(builder->buildSerializedNetwork(*network, *config));
+  Ptr<nvinfer1::IHostMemory> plan = build_plan(*builder, *network, *config, c, model, errors);
   keep.clear();
-  if (!plan || plan->size() == 0) {
-    if (errors.out_of_memory()) {
-      throw Error(MLMARK_ERR_OUT_OF_MEMORY, "building the engine for " + model + " ran out of memory (" +
-                                                errors.summary("no detail", 1) + "): give a smaller workspace (now " +
-                                                std::to_string(c.workspace_mb) + " MiB) or batch (now " +
-                                                std::to_string(c.batch) + ")");
-    }
-    throw Error(MLMARK_ERR_TENSORRT, "TensorRT could not build an engine from " + model + ": " + errors.summary("no detail"));
-  }
   write_file(c.engine_path, plan->data(), plan->size(), "engine");
   const double build_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const bool saved = !cache_path.empty() && cache.cache && save_timing_cache(*config, cache_path);
