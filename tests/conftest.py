@@ -7,7 +7,7 @@ import shutil
 import stat
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -116,9 +116,15 @@ def tiny_model(trtexec_env: Path) -> Path:
     return write_tiny_classifier(trtexec_env / "tiny.onnx")
 
 
-def _nvcc() -> bool:
-    return bool(shutil.which("nvcc") or os.path.isfile("/usr/local/cuda/bin/nvcc")
-                or os.path.isfile(os.path.join(os.environ.get("CUDA_HOME", ""), "bin", "nvcc")))
+def find_nvcc() -> Optional[str]:
+    """The CUDA compiler the tests build with: PATH, $CUDA_HOME/bin or /usr/local/cuda/bin (as CMake finds it)."""
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for candidate in (os.path.join(os.environ.get("CUDA_HOME", ""), "bin", "nvcc"), "/usr/local/cuda/bin/nvcc"):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +135,7 @@ def library_without_tensorrt(tmp_path_factory: Any) -> Path:
     current = native.default_build_dir() / native.LIBRARY_NAME
     if native.staleness(current) is None and b"MLMARK_TENSORRT=none|" in current.read_bytes():
         return current
-    if not (shutil.which("cmake") and _nvcc()):
+    if not (shutil.which("cmake") and find_nvcc()):
         pytest.skip("needs cmake and nvcc to build the native library")
     build = tmp_path_factory.mktemp("native-without-tensorrt")
     return native.ensure_library(build_dir=build, cmake_args=["-DMLMARK_WITH_TENSORRT=OFF"])

@@ -24,21 +24,14 @@ from targets.native import selftest
 from targets.native import tensorrt as trt
 from targets.native.library import DeviceInfo
 from targets.native.loop import EngineWorkload, LoopResult, LoopSettings, NativeLoop, SpinWorkload, run_loop
+from tests.conftest import find_nvcc
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _nvcc() -> str:
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    for candidate in (os.path.join(os.environ.get("CUDA_HOME", ""), "bin", "nvcc"), "/usr/local/cuda/bin/nvcc"):
-        if os.path.isfile(candidate):
-            return candidate
-    return ""
 
 
-needs_toolchain = pytest.mark.skipif(not (shutil.which("cmake") and _nvcc()), reason="needs cmake and nvcc")
+needs_toolchain = pytest.mark.skipif(not (shutil.which("cmake") and find_nvcc()), reason="needs cmake and nvcc")
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
 
 
@@ -76,7 +69,7 @@ class Built(NamedTuple):
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: Any) -> Built:
     """The library built on first use, with the default architectures, into a private folder."""
-    if not (shutil.which("cmake") and _nvcc()):
+    if not (shutil.which("cmake") and find_nvcc()):
         pytest.skip("needs cmake and nvcc")
     build_dir = tmp_path_factory.mktemp("native") / "build"
     handler = _capture_native_log()
@@ -122,7 +115,7 @@ def test_default_architectures_come_from_this_nvcc(built: Built) -> None:
     cu = next(c for c in commands if c["file"].endswith(".cu"))
     archs = set(re.findall(r"code=sm_(\d+)", cu["command"]))
     assert archs, cu["command"]
-    listed = subprocess.run([_nvcc(), "--list-gpu-arch"], capture_output=True, text=True)
+    listed = subprocess.run([find_nvcc(), "--list-gpu-arch"], capture_output=True, text=True)
     if listed.returncode == 0:
         supported = set(re.findall(r"compute_(\d+)", listed.stdout))
         assert archs <= supported  # nothing this toolkit cannot build (CUDA 13 has no sm_53/sm_72)

@@ -20,6 +20,7 @@ from core.errors import ConfigError
 from harness import results as res
 from harness.config import expand_config_args, load_configs
 from tests.conftest import REPO, run_cli, write_tiny_classifier
+from tests.test_run import config
 
 
 def task(model_file: Optional[Path], **params: Any) -> dict:
@@ -27,12 +28,6 @@ def task(model_file: Optional[Path], **params: Any) -> dict:
          "iterations": 20, "warmup": 0.05, "model": str(model_file) if model_file else None}
     p.update(params)
     return {"target": "onnxruntime", "workload": "mobilenet", "params": {k: v for k, v in p.items() if v is not None}}
-
-
-def config(tmp_path: Path, tasks: List[Any], name: str = "c.json") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(tasks))
-    return path
 
 
 def one_error_line(proc: Any) -> str:

@@ -17,12 +17,12 @@ import pytest
 
 from targets.native.tensorrt import normalize_layers
 from targets.tensorrt.precision_check import check_layers, check_size
-from tests.conftest import write_tiny_classifier
+from tests.conftest import find_nvcc, write_tiny_classifier
 from tests.tensorrt_double import build as dbuild
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (shutil.which("cmake") and dbuild.nvcc()), reason="needs cmake and nvcc"),
+    pytest.mark.skipif(not (shutil.which("cmake") and find_nvcc()), reason="needs cmake and nvcc"),
     pytest.mark.skipif(not all(dbuild.have_headers(r) for r in dbuild.RELEASES),
                        reason="needs the TensorRT headers in third_party/trt/ (not in the repository)"),
 ]
@@ -38,7 +38,7 @@ ARCH = "75"  # one architecture: these tests compile, they never run GPU code
 def _build_double_only(release: str, out: Path) -> Path:
     include, onnx = dbuild.headers(release)
     folder = out / "double-{}".format(release)
-    env = dict(os.environ, CUDACXX=str(dbuild.nvcc()))
+    env = dict(os.environ, CUDACXX=str(find_nvcc()))
     for cmd in (["cmake", "-S", str(dbuild.HERE), "-B", str(folder), "-DTRT_DOUBLE_INCLUDE={}".format(include),
                  "-DTRT_DOUBLE_ONNX_INCLUDE={}".format(onnx), "-DMLMARK_CUDA_ARCHS={}".format(ARCH),
                  "-DPython3_EXECUTABLE={}".format(sys.executable)],

@@ -35,13 +35,13 @@ from targets.native.loop import EngineWorkload, LoopSettings, NativeLoop, SpinWo
 from targets.native.selftest import ACCURACY_REL
 from targets.tensorrt import target as trt_target
 from targets.tensorrt.target import ALLOW_TEST_DOUBLE_ENV, TEST_DOUBLE_NOTE, TensorRTTarget
-from tests.conftest import REPO, run_cli, write_tiny_classifier
+from tests.conftest import REPO, find_nvcc, run_cli, write_tiny_classifier
 from tests.tensorrt_double import build as dbuild
 from tests.tensorrt_double.outputs import expected_outputs, output_values, seed_of
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not (shutil.which("cmake") and dbuild.nvcc()), reason="needs cmake and nvcc"),
+    pytest.mark.skipif(not (shutil.which("cmake") and find_nvcc()), reason="needs cmake and nvcc"),
     pytest.mark.skipif(not all(dbuild.have_headers(r) for r in dbuild.RELEASES),
                        reason="needs the TensorRT headers in third_party/trt/ (not in the repository)"),
 ]
@@ -316,8 +316,8 @@ def _qdq_beside(model: Path) -> Path:
     import onnx
 
     from core.fileio import sha256_file
-    from precision.table import CalibrationTable, activation_tensors
     from precision import qdq
+    from precision.table import CalibrationTable, activation_tensors
 
     table = CalibrationTable(scales={n: 0.05 for n in activation_tensors(model)})
     proto = qdq.build_qdq(model, table, {qdq.META_SOURCE_SHA: sha256_file(model), qdq.META_SOURCE_FILE: model.name})

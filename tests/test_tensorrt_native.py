@@ -21,6 +21,7 @@ from core.errors import ConfigError, ModelError, RunError, TargetUnavailable, Un
 from targets.native import library as native
 from targets.native import tensorrt as trt
 from targets.native.loop import BindingInfo, EngineWorkload, NativeLoop
+from tests.conftest import find_nvcc
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = native.SOURCE_DIR / "include" / "mlmark" / "mlmark_c.h"
@@ -63,11 +64,6 @@ needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C comp
 needs_cxx = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 
 
-def _nvcc() -> Optional[str]:
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    return "/usr/local/cuda/bin/nvcc" if os.path.isfile("/usr/local/cuda/bin/nvcc") else None
 
 
 # --- the C ABI as ctypes sees it ------------------------------------------------------------------------
@@ -335,7 +331,7 @@ def test_libraries_without_tensorrt_or_marker_are_not_tensorrt_stale(tmp_path: P
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (shutil.which("cmake") and _nvcc()), reason="needs cmake and nvcc")
+@pytest.mark.skipif(not (shutil.which("cmake") and find_nvcc()), reason="needs cmake and nvcc")
 @pytest.mark.skipif(not (_have_release("8.2", "onnx-8.2") and _have_release("11.1", "11.1/include")),
                     reason="needs the TensorRT headers in third_party/trt/")
 @pytest.mark.parametrize("version, onnx, expected", [("8.2", "onnx-8.2", "8.2.3"), ("11.1", "11.1/include", "11.1.0")])
@@ -347,7 +343,7 @@ def test_find_tensorrt_reads_headers_and_says_the_library_is_missing(tmp_path: P
     include, parser = _release_dirs(version, onnx)
     for header in list(include.glob("*.h")) + [parser / "NvOnnxParser.h"]:
         shutil.copy(str(header), str(root / "include" / header.name))
-    env = dict(os.environ, CUDACXX=str(_nvcc()))
+    env = dict(os.environ, CUDACXX=str(find_nvcc()))
     proc = subprocess.run(["cmake", "-S", str(native.SOURCE_DIR), "-B", str(tmp_path / "build"),
                            "-DMLMARK_CUDA_ARCHS=75", "-DTensorRT_ROOT={}".format(root)],
                           capture_output=True, text=True, env=env, timeout=300)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+from tests.conftest import find_nvcc
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 THIRD_PARTY = REPO / "third_party" / "trt"
@@ -61,15 +63,6 @@ def have_headers(release: str) -> bool:
     return (include / "NvInfer.h").is_file() and (onnx / "NvOnnxParser.h").is_file()
 
 
-def nvcc() -> Optional[str]:
-    """The CUDA compiler: PATH, $CUDA_HOME/bin or /usr/local/cuda/bin."""
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    for candidate in (os.path.join(os.environ.get("CUDA_HOME", ""), "bin", "nvcc"), "/usr/local/cuda/bin/nvcc"):
-        if os.path.isfile(candidate):
-            return candidate
-    return None
 
 
 @contextlib.contextmanager
@@ -110,7 +103,7 @@ def build_double(release: str = DEFAULT_RELEASE, out: Path = DEFAULT_OUT, covera
     if not have_headers(release):
         raise FileNotFoundError("the TensorRT {} headers are not in {} (NvInfer.h in {}, NvOnnxParser.h in {})".format(
             release, THIRD_PARTY, include, onnx))
-    compiler = nvcc()
+    compiler = find_nvcc()
     if not compiler or not shutil.which("cmake"):
         raise FileNotFoundError("building the TensorRT test double needs cmake and nvcc")
     out = Path(out)
