@@ -64,7 +64,7 @@ def parse_hosts(items: Sequence[str], default_port: int) -> List[Board]:
 
 def _parser() -> argparse.ArgumentParser:
     from harness.compare import DEFAULT_IMAGES
-    from harness.serve.app import DEFAULT_PORT, TOKEN_ENV
+    from harness.serve import DEFAULT_PORT, TOKEN_ENV
 
     parser = argparse.ArgumentParser(prog="mlmark fleet", description="Run every task of a config on every board "
                                      "(each running mlmark serve), save each board's results, and print one "
@@ -89,7 +89,7 @@ def run_fleet(argv: Sequence[str]) -> int:
     """`mlmark fleet`: the config on every board; the comparison table; exit status 2 if any task failed."""
     from harness.config import expand_config_args, load_configs
     from harness.measure import local_check, session, token_from
-    from harness.serve.app import DEFAULT_PORT
+    from harness.serve import DEFAULT_PORT
 
     args = _parser().parse_args(list(argv))
     if args.images < 1:

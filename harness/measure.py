@@ -231,7 +231,7 @@ def summary(result: Any, raw: Dict[str, Any], address: str, path: Path) -> Dict[
 
 
 def _parser() -> argparse.ArgumentParser:
-    from harness.serve.app import DEFAULT_PORT, TOKEN_ENV
+    from harness.serve import DEFAULT_PORT, TOKEN_ENV
 
     parser = argparse.ArgumentParser(prog="mlmark measure", description="Measure an ONNX model on a machine "
                                      "running mlmark serve; print the result as JSON and write it to Results/.")
@@ -288,7 +288,7 @@ def task_from_args(args: argparse.Namespace) -> Dict[str, Any]:
 
 def token_from(args_token: Optional[str]) -> Optional[str]:
     """--token, else the environment's."""
-    from harness.serve.app import TOKEN_ENV
+    from harness.serve import TOKEN_ENV
 
     return args_token if args_token is not None else (os.environ.get(TOKEN_ENV) or None)
 
@@ -320,7 +320,7 @@ def local_check(raw: Dict[str, Any], model: Optional[Path], source: str) -> Any:
 def run_measure(argv: Sequence[str]) -> int:
     """`mlmark measure`: one task on a server; prints JSON, writes Results/."""
     from harness import results as res
-    from harness.serve.app import DEFAULT_PORT
+    from harness.serve import DEFAULT_PORT
 
     args = _parser().parse_args(list(argv))
     host, port, given = parse_address(args.host, args.port or DEFAULT_PORT)

@@ -283,13 +283,12 @@ def test_an_oversized_upload_is_refused_before_and_while_it_is_sent(server: Serv
     big = write_tiny_classifier(tmp_path / "big.onnx", classes=60000)  # ~2 MB, the server takes 1 MB
     assert big.stat().st_size > 1 << 20
     started = time.monotonic()
-    with pytest.raises(RunError, match=r"HTTP 413\): the upload is larger than this server takes \(--max-upload-mb 1\)"):
+    with pytest.raises(RunError, match=r"HTTP 413\): the upload is larger than this server takes "
+                                       r"\(--max-upload-mb 1\)"):
         client_call(server, lambda c: c.submit(task(), big, "t"))
 
     async def chunked(c: ServerClient) -> Any:
         """No Content-Length (chunked): refused by the count of what arrives."""
-        import aiohttp
-
         async def body() -> Any:
             yield b"--b\r\nContent-Disposition: form-data; name=\"task\"\r\n\r\n" + json.dumps(task()).encode()
             yield b"\r\n--b\r\nContent-Disposition: form-data; name=\"model\"; filename=\"m.onnx\"\r\n\r\n"
@@ -477,7 +476,8 @@ def test_the_server_checks_engine_size_beside_the_layers_and_gives_no_latency_on
         trtexec_server: Served, tiny: Path, tmp_path: Path) -> None:
     line = one_line(measure(trtexec_server, tiny, "--target", "trtexec", "--hardware", "gpu", "--precision", "fp16",
                             *QUICK, results=tmp_path))
-    assert "asked for fp16, but 3 build(s) of TensorRT fell back to a wider precision, the last with fp32 engine" in line
+    assert ("asked for fp16, but 3 build(s) of TensorRT fell back to a wider precision, the last with fp32 engine"
+            in line)
     assert "(at least 1.5 required); fp16 in 4 of 4 compute layers" in line
     record = res.load(next(tmp_path.glob("*.json")))
     assert not record.tasks and "fell back" in record.failed[0]["error"]
@@ -522,3 +522,18 @@ def test_fleet_runs_the_config_on_every_board_into_one_table(server: Served, fol
         assert not (tmp_path / "R2").exists() or not list((tmp_path / "R2").glob("*.json"))
     finally:
         stop_server(second)
+
+
+def test_stopping_the_server_mid_measurement_ends_its_child(folder: Path, tiny: Path) -> None:
+    served = start_server(folder / "stopping")
+    job = client_call(served, lambda c: c.submit(task(warmup=60), tiny, "long"))
+    served.wait_until(lambda h: h["queue"]["running"] == 1)
+    deadline = time.time() + 30
+    while "child process" not in served.log.read_text() and time.time() < deadline:
+        time.sleep(0.05)
+    pid = int(served.log.read_text().split("child process ")[1].split()[0])
+    assert Path("/proc/{}".format(pid)).exists() and job
+    started = time.monotonic()
+    stop_server(served)  # exits 0
+    assert time.monotonic() - started < 20
+    assert not Path("/proc/{}".format(pid)).exists() or "zombie" in Path("/proc/{}/status".format(pid)).read_text()

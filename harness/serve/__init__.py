@@ -5,3 +5,7 @@ and its one worker; store.py the uploaded models kept by SHA-256 (least recently
 and the check that an upload is an ONNX model; child.py the child process that runs one
 measurement with the harness's own machinery, so that a crash there cannot take the server down.
 """
+
+#: The environment variable that holds the token (server and clients): off the process list, unlike --token.
+TOKEN_ENV = "MLMARK_SERVE_TOKEN"
+DEFAULT_PORT = 8765

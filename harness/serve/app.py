@@ -32,11 +32,10 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 from core import __version__
 from core.errors import ConfigError, MLMarkError, ModelError
 from core.paths import models_dir
+from harness.serve import DEFAULT_PORT, TOKEN_ENV
 
 log = logging.getLogger("mlmark.serve")
 
-TOKEN_ENV = "MLMARK_SERVE_TOKEN"
-DEFAULT_PORT = 8765
 MIN_TOKEN_CHARS = 16
 #: onnx.checker checks a model in memory, where protobuf stops at 2 GB.
 MAX_UPLOAD_MB = 2000
@@ -176,6 +175,7 @@ class Server:
             if retry_after is not None:
                 refused = self._full(retry_after)
         if refused is not None:
+            refused.force_close()  # the body was never sent: this connection cannot carry another request
             return refused
         if request.headers.get("Expect", "").lower() != "100-continue":
             return _error(417, "unknown Expect: {}".format(request.headers.get("Expect", "")[:60]))
@@ -236,6 +236,12 @@ class Server:
         return _json(200, job.to_dict(self.queue.position(job)))
 
     async def submit(self, request: Any) -> Any:
+        answer = await self._submit(request)
+        if answer.status != 202:
+            answer.force_close()  # the rest of a refused body is not read: the connection is not reused
+        return answer
+
+    async def _submit(self, request: Any) -> Any:
         from harness.serve.queue import Job, QueueFull
 
         refused = self._size_refusal(request)
@@ -376,8 +382,9 @@ async def _read_small(part: Any, limit: int) -> Optional[bytes]:
 
 def _json(status: int, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None) -> Any:
     web = _aiohttp()
-    return web.json_response(body, status=status, headers=headers,
-                             dumps=lambda obj: json.dumps(obj, allow_nan=False, default=str))
+    # NaN is written as results files write it (json's default): a statistic that is NaN must not make a finished
+    # measurement impossible to collect.
+    return web.json_response(body, status=status, headers=headers, dumps=lambda obj: json.dumps(obj, default=str))
 
 
 def _error(status: int, message: str, headers: Optional[Dict[str, str]] = None, **extra: Any) -> Any:
@@ -410,7 +417,7 @@ async def serve(config: ServeConfig, ready: Callable[[str], None] = print) -> No
             except OSError as exc:
                 raise ConfigError("serve: cannot listen on {}:{} ({})".format(
                     config.host, config.port, exc.strerror or exc)) from None
-            host, port = site._server.sockets[0].getsockname()[:2]  # the port the system chose for --port 0
+            host, port = runner.addresses[0][:2]  # with the port the system chose for --port 0
             ready("http://{}:{}".format("[{}]".format(host) if ":" in host else host, port))
             await stop.wait()
             log.info("stopping: the running measurement, if any, is ended")

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from core.child import duration, signal_name
 from core.paths import REPO_ROOT
+from harness.serve import TOKEN_ENV
 
 log = logging.getLogger("mlmark.serve")
 
@@ -48,12 +49,14 @@ async def run_in_child(job: Any, timeout_s: float) -> None:
         request, answer, logfile = folder / "request.json", folder / "answer.json", folder / "child.log"
         request.write_text(json.dumps({"task": job.task, "source": job.source}), encoding="utf-8")
         env = dict(os.environ)
+        env.pop(TOKEN_ENV, None)  # what runs a model (a target, trtexec) has no use for the server's secret
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         with open(str(logfile), "wb") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "harness.serve.child", str(request), str(answer), cwd=work, env=env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True)
+        log.info("measurement %s: child process %d", job.id[:8], proc.pid)
         started = time.monotonic()
         ended = asyncio.ensure_future(proc.wait())
         cancelled = asyncio.ensure_future(job.cancel.wait())
