@@ -145,8 +145,12 @@ class ServerClient:
         """Poll until the measurement finishes; its answer when done, else RunError with the server's reason."""
         last_state = None
         while True:
-            status, body, _ = await self._call("GET", "/measurements/{}?wait={:g}".format(job_id, POLL_WAIT_S),
-                                               timeout=POLL_WAIT_S + 60)
+            try:
+                status, body, _ = await self._call("GET", "/measurements/{}?wait={:g}".format(job_id, POLL_WAIT_S),
+                                                   timeout=POLL_WAIT_S + 60)
+            except Unreachable as exc:
+                raise Unreachable("{}; the measurement may still finish there: GET {}/measurements/{}".format(
+                    exc, self.url, job_id)) from None
             if status != 200:
                 raise self._refused(status, body, "the measurement's status")
             state = body.get("state")

@@ -208,9 +208,9 @@ class Server:
                                       "precision_builds": self.config.precision_builds}})
 
     async def system(self, request: Any) -> Any:
-        from system.info import system_info
+        from harness.serve.child import system_section
 
-        return _json(200, await asyncio.get_event_loop().run_in_executor(None, system_info))
+        return _json(200, await asyncio.get_event_loop().run_in_executor(None, system_section))
 
     async def get(self, request: Any) -> Any:
         job = self.queue.get(request.match_info["id"])

@@ -119,16 +119,22 @@ def _last_line(path: Path) -> str:
 # -- the child ---------------------------------------------------------------------------------------
 
 
+def system_section() -> Dict[str, Any]:
+    """The server's system section (GET /system, and each result's, taken as its measurement starts)."""
+    from system.info import system_info
+
+    return system_info()
+
+
 def measure(task_raw: Dict[str, Any], source: str) -> Dict[str, Any]:
     """Validate, prepare and run one task as a local run does; the answer to write."""
     from core.errors import MLMarkError
     from harness import results as res
     from harness.config import parse_task
     from harness.runner import prepare, run_task
-    from system.info import system_info
 
     try:
-        system = system_info()
+        system = system_section()
         task = parse_task(task_raw, source, 0)
         prepared = prepare([task])
         if os.environ.get(CRASH_TEST_ENV) == "abort":
