@@ -393,15 +393,21 @@ def _queued_id(stderr: Any, timeout: float = 60) -> str:
     raise AssertionError("the client never logged its measurement's id")
 
 
-def test_a_client_killed_mid_measurement_does_not_disturb_the_server(server: Served, tiny: Path) -> None:
+def running_client(server: Served, tiny: Path, warmup: float, *args: str) -> Any:
+    """`mlmark measure ... args` started in the background: (the process, its measurement's id once running)."""
     server.wait_until(lambda h: h["queue"]["running"] == 0 and h["queue"]["waiting"] == 0)
     client = subprocess.Popen([sys.executable, str(REPO / "harness" / "mlmark.py"), "measure", "--host",
-                               server.address, "--model-onnx", str(tiny), "--iterations", "64", "--warmup", "2",
-                               "-r", str(server.store.parent / "Results")],
+                               server.address, "--model-onnx", str(tiny), "--iterations", "64", "--warmup",
+                               str(warmup), "-r", str(server.store.parent / "Results")] + list(args),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                               env=dict(os.environ, **NO_TOKEN_ENV))
     job = _queued_id(client.stderr)
-    server.wait_until(lambda h: h["queue"]["running"] == 1)
+    server.wait_until(lambda h: h["queue"]["running"] == 1, timeout=120)
+    return client, job
+
+
+def test_a_client_killed_mid_measurement_does_not_disturb_the_server(server: Served, tiny: Path) -> None:
+    client, job = running_client(server, tiny, warmup=2)
     client.kill()
     client.wait(10)
     assert server.health()["status"] == "ok"
@@ -411,14 +417,7 @@ def test_a_client_killed_mid_measurement_does_not_disturb_the_server(server: Ser
 
 
 def test_ctrl_c_in_the_client_cancels_the_measurement_on_the_server(server: Served, tiny: Path) -> None:
-    server.wait_until(lambda h: h["queue"]["running"] == 0 and h["queue"]["waiting"] == 0)
-    client = subprocess.Popen([sys.executable, str(REPO / "harness" / "mlmark.py"), "measure", "--host",
-                               server.address, "--model-onnx", str(tiny), "--iterations", "64", "--warmup", "60",
-                               "-r", str(server.store.parent / "Results")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                              env=dict(os.environ, **NO_TOKEN_ENV))
-    job = _queued_id(client.stderr)
-    server.wait_until(lambda h: h["queue"]["running"] == 1)
+    client, job = running_client(server, tiny, warmup=60)
     started = time.monotonic()
     client.send_signal(signal.SIGINT)
     _, err = client.communicate(timeout=60)

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -22,8 +19,9 @@ pytest.importorskip("aiohttp")
 from core.errors import RunError  # noqa: E402
 from harness import results as res  # noqa: E402
 from harness.measure import ServerClient  # noqa: E402
-from tests.conftest import REPO, write_tiny_classifier  # noqa: E402
-from tests.test_serve import NO_TOKEN_ENV, Served, client_call, measure, one_line, start_server, stop_server  # noqa: E402
+from tests.conftest import write_tiny_classifier  # noqa: E402
+from tests.test_serve import Served, client_call, measure, one_line, running_client  # noqa: E402
+from tests.test_serve import start_server, stop_server  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -87,13 +85,7 @@ def test_several_gpu_clients_at_once_one_measurement_at_a_time(gpu_server: Serve
 
 
 def test_a_gpu_measurement_cancelled_mid_run_leaves_the_gpu_usable(gpu_server: Served, tiny: Path) -> None:
-    gpu_server.wait_until(lambda h: h["queue"]["running"] == 0 and h["queue"]["waiting"] == 0)
-    client = subprocess.Popen([sys.executable, str(REPO / "harness" / "mlmark.py"), "measure", "--host",
-                               gpu_server.address, "--model-onnx", str(tiny)] + GPU +
-                              ["--iterations", "200", "--warmup", "60", "-r", str(gpu_server.store.parent / "R")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                              env=dict(os.environ, **NO_TOKEN_ENV))
-    gpu_server.wait_until(lambda h: h["queue"]["running"] == 1, timeout=120)
+    client, _ = running_client(gpu_server, tiny, 60, *GPU)
     time.sleep(3)  # into the warm-up on the GPU
     client.send_signal(signal.SIGINT)
     _, err = client.communicate(timeout=60)
