@@ -19,9 +19,8 @@ pytest.importorskip("aiohttp")
 from core.errors import RunError  # noqa: E402
 from harness import results as res  # noqa: E402
 from harness.measure import ServerClient  # noqa: E402
+from tests import test_serve as cpu  # noqa: E402  (its server and client helpers)
 from tests.conftest import write_tiny_classifier  # noqa: E402
-from tests.test_serve import Served, client_call, measure, one_line, running_client  # noqa: E402
-from tests.test_serve import start_server, stop_server  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -36,11 +35,11 @@ def gpu_task(**params: Any) -> Dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def gpu_server(tmp_path_factory: Any) -> Iterator[Served]:
+def gpu_server(tmp_path_factory: Any) -> Iterator[cpu.Served]:
     pytest.importorskip("torch")
-    served = start_server(tmp_path_factory.mktemp("serve-gpu") / "gpu", "--queue-size", "3")
+    served = cpu.start_server(tmp_path_factory.mktemp("serve-gpu") / "gpu", "--queue-size", "3")
     yield served
-    stop_server(served)
+    cpu.stop_server(served)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +48,9 @@ def tiny(tmp_path_factory: Any) -> Path:
 
 
 @pytest.mark.parametrize("precision, extra", [("fp32", []), ("fp16", ["--option", "exec_mode=cuda-graph"])])
-def test_pytorch_on_the_gpu_through_the_server(gpu_server: Served, tiny: Path, tmp_path: Path, precision: str,
+def test_pytorch_on_the_gpu_through_the_server(gpu_server: cpu.Served, tiny: Path, tmp_path: Path, precision: str,
                                                extra: List[str]) -> None:
-    proc = measure(gpu_server, tiny, *GPU, "--precision", precision, *QUICK, *extra, results=tmp_path)
+    proc = cpu.measure(gpu_server, tiny, *GPU, "--precision", precision, *QUICK, *extra, results=tmp_path)
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
     assert printed["target"] == "pytorch" and printed["hardware"] == "gpu" and printed["precision"] == precision
@@ -65,7 +64,7 @@ def test_pytorch_on_the_gpu_through_the_server(gpu_server: Served, tiny: Path, t
         assert result.target_info.get("exec_mode") == "cuda-graph"
 
 
-def test_several_gpu_clients_at_once_one_measurement_at_a_time(gpu_server: Served, tiny: Path) -> None:
+def test_several_gpu_clients_at_once_one_measurement_at_a_time(gpu_server: cpu.Served, tiny: Path) -> None:
     async def one(c: ServerClient, i: int) -> Any:
         try:
             return await c.wait(await c.submit(gpu_task(), tiny, "gpu client {}".format(i)))
@@ -75,7 +74,7 @@ def test_several_gpu_clients_at_once_one_measurement_at_a_time(gpu_server: Serve
     async def many(c: ServerClient) -> Any:
         return await asyncio.gather(*(one(c, i) for i in range(8)))
 
-    answers = client_call(gpu_server, many)
+    answers = cpu.client_call(gpu_server, many)
     done = [a for a in answers if isinstance(a, dict)]
     refused = [a for a in answers if isinstance(a, RunError)]
     assert len(done) + len(refused) == 8 and done
@@ -84,17 +83,17 @@ def test_several_gpu_clients_at_once_one_measurement_at_a_time(gpu_server: Serve
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
 
 
-def test_a_gpu_measurement_cancelled_mid_run_leaves_the_gpu_usable(gpu_server: Served, tiny: Path) -> None:
-    client, _ = running_client(gpu_server, tiny, 60, *GPU)
+def test_a_gpu_measurement_cancelled_mid_run_leaves_the_gpu_usable(gpu_server: cpu.Served, tiny: Path) -> None:
+    client, _ = cpu.running_client(gpu_server, tiny, 60, *GPU)
     time.sleep(3)  # into the warm-up on the GPU
     client.send_signal(signal.SIGINT)
     _, err = client.communicate(timeout=60)
     assert client.returncode == 130, err
     gpu_server.wait_until(lambda h: h["queue"]["running"] == 0, timeout=30)
-    again = measure(gpu_server, tiny, *GPU, *QUICK)
+    again = cpu.measure(gpu_server, tiny, *GPU, *QUICK)
     assert again.returncode == 0, again.stderr
 
 
-def test_a_task_the_target_refuses_is_one_line_from_the_server(gpu_server: Served, tiny: Path) -> None:
-    line = one_line(measure(gpu_server, tiny, "--target", "pytorch", "--hardware", "dla", *QUICK))
+def test_a_task_the_target_refuses_is_one_line_from_the_server(gpu_server: cpu.Served, tiny: Path) -> None:
+    line = cpu.one_line(cpu.measure(gpu_server, tiny, "--target", "pytorch", "--hardware", "dla", *QUICK))
     assert "the measurement failed" in line and "target pytorch cannot run this task: hardware 'dla'" in line
