@@ -170,6 +170,8 @@ class Server:
         """Before an upload is sent (Expect: 100-continue): refuse a wrong token, an oversized upload or a full
         queue now, so that the client does not send megabytes to be refused."""
         refused = self._auth_refusal(request) or self._size_refusal(request)
+        if refused is None and request.headers.get("Expect", "").lower() != "100-continue":
+            refused = _error(417, "unknown Expect: {}".format(request.headers.get("Expect", "")[:60]))
         if refused is None:
             retry_after = self.queue.refusal()
             if retry_after is not None:
@@ -177,8 +179,6 @@ class Server:
         if refused is not None:
             refused.force_close()  # the body was never sent: this connection cannot carry another request
             return refused
-        if request.headers.get("Expect", "").lower() != "100-continue":
-            return _error(417, "unknown Expect: {}".format(request.headers.get("Expect", "")[:60]))
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the body has not started (as aiohttp's own expect handler does)
         return None
