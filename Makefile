@@ -13,12 +13,13 @@ PYTHON38 ?= $(shell for p in python3.8 $$HOME/.pyenv/versions/3.8*/bin/python3.8
 VENV38 ?= .venv38
 PYTEST_ARGS ?= -q
 
-# What `make test` adds to the venv for the tests of the PyTorch target and the compare chart (not `make run`:
-# torch from the package index is a large download). The Python 3.8 run and a Jetson take the chart's only:
+# What `make test` adds to the venv for the tests of the PyTorch target, the compare chart and mlmark serve (not
+# `make run`: torch from the package index is a large download). The Python 3.8 run and a Jetson take the chart's
+# and the server's only:
 # PyPI's torch for 3.8 is another multi-gigabyte CUDA build, and a Jetson's torch is NVIDIA's wheel, which a
 # torchvision from PyPI would replace with PyPI's; the PyTorch tests there skip, saying torch is missing.
-TEST_EXTRAS ?= $(if $(wildcard /etc/nv_tegra_release),report,torch,report)
-TEST_EXTRAS38 ?= report
+TEST_EXTRAS ?= $(if $(wildcard /etc/nv_tegra_release),report,torch,report),serve
+TEST_EXTRAS38 ?= report,serve
 
 # Parallel jobs for the native build (CMake 3.10 has no --parallel: the flag goes to make).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)

@@ -23,7 +23,8 @@ PROG = "mlmark"
 
 def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlmark", description="Run MLMark benchmark tasks and print the score "
-                                     "table. Subcommands: run (default), selftest, compare, crosscheck.")
+                                     "table. Subcommands: run (default), selftest, compare, crosscheck, serve, "
+                                     "measure, fleet.")
     parser.add_argument("-c", "--config", nargs="+", required=True, metavar="CONFIG",
                         help="config files (JSON lists of tasks); shell globs accepted")
     parser.add_argument("-r", "--results-dir", type=Path, default=results_dir(),
@@ -87,10 +88,11 @@ def _print_outcome(record: Any, out: Path) -> None:
     print("\n".join(lines + ["", "results: {}".format(out)]).lstrip("\n"))
 
 
-def _subcommand(argv: Sequence[str], fn: Callable[[Sequence[str]], int]) -> int:
+def _subcommand(argv: Sequence[str], fn: Callable[[Sequence[str]], int],
+                interrupted: str = "nothing half-written was left behind") -> int:
     verbose = 1 if "-v" in argv else 0
     setup_logging(verbose)
-    return guarded(PROG, verbose, lambda: fn(argv))
+    return guarded(PROG, verbose, lambda: fn(argv), interrupted=interrupted)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -106,6 +108,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         from harness.crosscheck import run_crosscheck
 
         return _subcommand(argv[1:], run_crosscheck)
+    if argv and argv[0] == "serve":
+        from harness.serve.app import run_serve
+
+        return _subcommand(argv[1:], run_serve, interrupted="the server stopped")
+    if argv and argv[0] == "measure":
+        from harness.measure import run_measure
+
+        return _subcommand(argv[1:], run_measure, interrupted="the measurement was cancelled on the server")
+    if argv and argv[0] == "fleet":
+        from harness.fleet import run_fleet
+
+        return _subcommand(argv[1:], run_fleet, interrupted="measurements in flight were cancelled on the boards; "
+                           "finished ones are kept in the results files")
     if argv and argv[0] == "selftest":
         if "--tensorrt" in argv[1:]:
             from harness.trt_selftest import main as tensorrt_selftest

@@ -59,6 +59,17 @@ class Params:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    def to_config(self) -> Dict[str, Any]:
+        """The params as a config file writes them, parsing back to these (how a task is sent to mlmark serve)."""
+        raw: Dict[str, Any] = {"mode": self.mode, "hardware": self.hardware, "precision": self.precision,
+                               "batch": self.batch, "concurrency": self.concurrency, "iterations": self.iterations,
+                               "warmup": self.warmup_s, "warmup_iterations": self.warmup_iterations}
+        for key in ("model", "images_per_class", "max_images"):
+            if getattr(self, key) is not None:
+                raw[key] = getattr(self, key)
+        raw.update(self.options)
+        return raw
+
 
 @dataclass(frozen=True)
 class Task:

@@ -90,11 +90,12 @@ def now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def claim_result_path(results_dir: Path) -> Path:
+def claim_result_path(results_dir: Path, name: Optional[str] = None) -> Path:
     """Create Results/<timestamp>-<host>[-N].json for a new invocation, exclusively: two runs started in the same
-    second never share a file. ConfigError (one line) when the folder cannot be written, before any task runs."""
+    second never share a file. ConfigError (one line) when the folder cannot be written, before any task runs.
+    name: the machine measured, when it is not this one (a board measured through mlmark serve)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in (name or socket.gethostname())) or "host"
     results_dir = Path(results_dir)
     try:
         results_dir.mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,7 @@ def trtexec_env(tmp_path: Path, monkeypatch: Any) -> Path:
     monkeypatch.setenv("MLMARK_ENGINES", str(tmp_path / "engines"))
     monkeypatch.setenv("TRTEXEC_STANDIN_CALLS", str(tmp_path / "calls.jsonl"))
     monkeypatch.setenv("TRTEXEC_STANDIN_STATE", str(tmp_path / "builds"))
-    for name in ("FAIL", "FALLBACK", "GPU", "CC", "GPU_MS", "RELEASE"):
+    for name in ("FAIL", "FALLBACK", "WIDE", "GPU", "CC", "GPU_MS", "RELEASE"):
         monkeypatch.delenv("TRTEXEC_STANDIN_" + name, raising=False)
     monkeypatch.setattr(tool, "_PROBES", {})
     return tmp_path

@@ -139,3 +139,19 @@ def test_model_relative_to_config_folder(tmp_path: Path, monkeypatch: Any) -> No
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_configs([tmp_path / "absent.json"])
+
+
+@pytest.mark.parametrize("params", [
+    {"mode": "throughput", "warmup": 0.25, "warmup_iterations": 3, "threads": 2, "batch": None, "batch_size": 4},
+    {"mode": "latency", "batch": 8, "concurrency": 2},  # run as batch 1, concurrency 1, and sent so
+    {"mode": "accuracy", "max_images": 10, "model": "MODEL"},
+])
+def test_params_written_as_a_config_parse_back_to_themselves(tmp_path: Path, params: Any) -> None:
+    """Params.to_config is how mlmark fleet sends a task to a server: it must parse to the same params."""
+    from harness.config import parse_task
+
+    model = str(write_tiny_classifier(tmp_path / "tiny.onnx"))
+    raw = task(**{k: model if v == "MODEL" else v for k, v in params.items()})
+    parsed = parse_task(raw, "c.json: task 1", 0)
+    again = parse_task(dict(raw, params=parsed.params.to_config()), "c.json: task 1", 0)
+    assert again.params == parsed.params and again.params.to_config() == parsed.params.to_config()

@@ -243,3 +243,101 @@ def test_decisions_on_inspector_json_as_the_native_module_reads_it(conv: str, fi
     d = pc.check_layers(requested, layers)
     assert d.method == "layers" and d.passed is passed
     assert sum(d.counts.values()) == 28
+
+
+# --- the size rule beside the layers (params.size_check fp32-engine / onnx) ---------------------------
+
+
+def test_size_rule_beside_the_layers_catches_wide_weights_the_layers_miss() -> None:
+    # Every compute layer reports fp16, but the engine is as large as the fp32 one: its weights stayed wide.
+    d = pc.decide("fp16", mobilenet("fp16"), 16_800_000, 17_000_000, size_check="fp32-engine")
+    assert d.passed is False and d.method == "layers and engine size" and d.reference == "fp32 engine"
+    assert d.detail.startswith("fp32 engine 17.0 MB / fp16 engine 16.8 MB = 1.01 (at least 1.5 required); fp16 in "
+                               "28 of 28 compute layers")
+    # The same engine under the default rule: the layers decide alone and pass it.
+    assert pc.decide("fp16", mobilenet("fp16"), 16_800_000, 17_000_000).passed is True
+
+
+@pytest.mark.parametrize("layers, engine_mb, reference_mb, passed", [
+    (mobilenet("fp16"), 9.0, 17.0, True),  # both hold
+    (mobilenet("fp32"), 9.0, 17.0, False),  # the layers fail: the size does not overrule them
+    (mobilenet("fp16"), 16.0, 17.0, False),  # the size fails
+    ([dict(rec, precision=None) for rec in mobilenet("fp16")], 9.0, 17.0, True),  # layers cannot tell: size decides
+    (mobilenet("fp16"), 9.0, None, True),  # no usable reference: the layers decide
+    ([dict(rec, precision=None) for rec in mobilenet("fp16")], 9.0, None, None),  # neither can tell
+])
+def test_both_rules_fail_when_either_fails(layers: Any, engine_mb: float, reference_mb: Optional[float],
+                                           passed: Optional[bool]) -> None:
+    ref = int(reference_mb * 1e6) if reference_mb is not None else None
+    d = pc.decide("fp16", layers, int(engine_mb * 1e6), ref, size_check="onnx")
+    assert d.passed is passed and d.reference == "ONNX model"
+
+
+def test_size_check_asks_the_reference_once_even_when_the_layers_pass() -> None:
+    b = Builds((mobilenet("fp16"), 16_900_000), (mobilenet("fp16"), 9_000_000))
+    d, attempts = pc.build_until_precision_holds("fp16", b.once, b.fp32_bytes, 2, "x", size_check="fp32-engine")
+    assert d.passed and attempts == 2 and b.reference_calls == 1 and d.method == "layers and engine size"
+    b = Builds((mobilenet("fp16"), 16_900_000))
+    d, attempts = pc.build_until_precision_holds("fp16", b.once, b.fp32_bytes, 2, "x")  # the default rule
+    assert d.passed and attempts == 1 and b.reference_calls == 0
+
+
+def test_size_check_failing_every_build_is_one_line_naming_the_size() -> None:
+    b = Builds(*[(mobilenet("fp16"), 16_900_000)] * 3)
+    with pytest.raises(RunError) as err:
+        pc.build_until_precision_holds("fp16", b.once, b.fp32_bytes, 2, "trtexec mobilenet fp16 batch 1",
+                                       size_check="fp32-engine")
+    message = str(err.value)
+    assert "\n" not in message and b.n == 3
+    assert "3 build(s) of TensorRT fell back to a wider precision, the last with fp32 engine 17.0 MB / fp16 engine " \
+           "16.9 MB = 1.01 (at least 1.5 required)" in message
+
+
+def test_size_check_without_a_reference_leaves_the_layers_alone() -> None:
+    """A DLA engine (no reference): size_check cannot apply, the layers decide as before."""
+    b = Builds((mobilenet("fp16"), 16_900_000))
+    d, _ = pc.build_until_precision_holds("fp16", b.once, None, 2, "x", size_check="fp32-engine")
+    assert d.passed and d.method == "layers"
+
+
+def test_a_cached_engine_is_rechecked_only_under_a_stricter_rule() -> None:
+    calls: List[int] = []
+
+    def reference() -> int:
+        calls.append(1)
+        return 17_000_000
+
+    layers = mobilenet("fp16")
+    by_layers = pc.decide("fp16", layers, 16_900_000).to_dict()
+    meta = {"precision_check": by_layers, "layers": layers, "engine_bytes": 16_900_000}
+    assert pc.recheck_cached("fp16", meta, "fallback", reference) is None and not calls
+    again = pc.recheck_cached("fp16", meta, "fp32-engine", reference)
+    assert again is not None and again.passed is False and len(calls) == 1
+    both = pc.decide("fp16", layers, 9_000_000, 17_000_000, size_check="fp32-engine").to_dict()
+    assert pc.covers(both, "fp32-engine") and pc.covers(both, "fallback") and not pc.covers(both, "onnx")
+    assert pc.recheck_cached("fp16", dict(meta, precision_check=both), "fp32-engine", reference) is None
+    assert pc.recheck_cached("fp32", meta, "fp32-engine", reference) is None  # fp32 needs no check
+
+
+def test_onnx_reference_is_the_file_size_of_a_float32_model_only(tmp_path: Any) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.conftest import write_tiny_classifier
+
+    fp32 = write_tiny_classifier(tmp_path / "tiny.onnx")
+    assert pc.onnx_fp32_bytes(fp32) == fp32.stat().st_size
+    model = onnx.load(str(fp32))
+    for init in model.graph.initializer:  # the same model with float16 weights: no fp32 reference
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    half = tmp_path / "half.onnx"
+    onnx.save(model, str(half))
+    assert pc.onnx_fp32_bytes(half) is None
+    empty = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    onnx.save(empty, str(tmp_path / "noweights.onnx"))
+    assert pc.onnx_fp32_bytes(tmp_path / "noweights.onnx") is None
+    d = pc.check_size("fp16", 9_000, None, "ONNX model")
+    assert d.passed is None and "ONNX model gives no fp32 size" in d.detail

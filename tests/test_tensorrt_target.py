@@ -38,8 +38,9 @@ def test_registered_and_importable_without_tensorrt() -> None:
     target = get_target("tensorrt")
     assert isinstance(target, TensorRTTarget)
     assert set(target.option_names) == {"cuda_graph", "launch_gate", "sync", "transfers", "memory",
-                                        "force_zero_copy", "workspace_mb", "precision_retries", "rebuild"}
+                                        "force_zero_copy", "workspace_mb", "precision_retries", "size_check", "rebuild"}
     assert TensorRTOptions().transfers is True and TensorRTOptions().precision_retries == 2
+    assert TensorRTOptions().size_check == "fallback"
 
 
 def test_valid_options_pass() -> None:
@@ -72,8 +73,8 @@ def test_unknown_param_lists_the_targets_options() -> None:
     raw = {"target": "tensorrt", "workload": "mobilenet",
            "params": {"mode": "throughput", "hardware": "gpu", "precision": "fp16", "use_graphs": True}}
     with pytest.raises(ConfigError, match=r"unknown field 'params.use_graphs' .* tensorrt's options cuda_graph, "
-                                          r"force_zero_copy, launch_gate, memory, precision_retries, rebuild, sync, "
-                                          r"transfers, workspace_mb"):
+                                          r"force_zero_copy, launch_gate, memory, precision_retries, rebuild, size_check, "
+                                          r"sync, transfers, workspace_mb"):
         parse_task(raw, "c.json: task 1", 0)
 
 

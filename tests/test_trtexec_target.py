@@ -370,3 +370,60 @@ def test_rebuild_builds_once_per_run(trtexec_env: Path, standin_trtexec: Make, t
     load(binary, tiny_model, precision="fp32", batch=2, rebuild=True)
     load(binary, tiny_model, precision="fp32", batch=2, rebuild=True)
     assert len(calls(trtexec_env, "build")) == 2
+
+
+# --- the size rule beside the layers (params.size_check) ---------------------------------------------------
+
+
+def test_size_check_rebuilds_an_engine_whose_weights_stayed_wide(trtexec_env: Path, standin_trtexec: Make,
+                                                                 tiny_model: Path, monkeypatch: Any) -> None:
+    """Layers all fp16 but an fp32-sized engine: the default rule passes it, size_check fp32-engine rebuilds it."""
+    monkeypatch.setenv("TRTEXEC_STANDIN_WIDE", "1")
+    _, session = load(standin_trtexec("10.3.0"), tiny_model, precision="fp16", batch=4, size_check="fp32-engine")
+    meta = json.loads(Path(session.info["engine"]["path"] + ".json").read_text())
+    check = meta["precision_check"]
+    assert meta["build_attempts"] == 2 and check["passed"] is True and check["method"] == "layers and engine size"
+    assert check["reference"] == "fp32 engine" and check["value"] == pytest.approx(2.0)
+    builds = calls(trtexec_env, "build")
+    assert [("--fp16" in b) for b in builds] == [True, False, True]  # fp16, the fp32 reference, fp16 again
+    assert list((trtexec_env / "engines").glob("*-fp32-b4-*.engine"))
+
+
+def test_size_check_that_never_holds_fails_in_one_line_and_gives_no_score(trtexec_env: Path, standin_trtexec: Make,
+                                                                           tiny_model: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("TRTEXEC_STANDIN_WIDE", "9")
+    with pytest.raises(RunError) as err:
+        load(standin_trtexec("10.3.0"), tiny_model, precision="fp16", batch=4, size_check="onnx", precision_retries=1)
+    message = str(err.value)
+    assert "asked for fp16, but 2 build(s) of TensorRT fell back to a wider precision, the last with ONNX model" \
+           in message and "(at least 1.5 required); fp16 in 4 of 4 compute layers" in message
+    assert not list((trtexec_env / "engines").glob("*fp16*.engine"))
+    assert not any("--fp16" not in b for b in calls(trtexec_env, "build"))  # onnx: no fp32 reference built
+
+
+def test_a_cached_engine_is_rechecked_when_a_task_asks_the_size_rule(trtexec_env: Path, standin_trtexec: Make,
+                                                                     tiny_model: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("TRTEXEC_STANDIN_WIDE", "1")
+    binary = standin_trtexec("10.3.0")
+    _, first = load(binary, tiny_model, precision="fp16", batch=4)  # the default rule caches the wide engine
+    assert first.info["engine"]["status"].startswith("built")
+    _, again = load(binary, tiny_model, precision="fp16", batch=4)
+    assert again.info["engine"]["status"] == "cached" and "precision_recheck" not in again.info["engine"]
+    _, strict = load(binary, tiny_model, precision="fp16", batch=4, size_check="fp32-engine")
+    assert "fails the engine-size rule of params.size_check" in strict.info["engine"]["status"]
+    assert strict.info["engine"]["precision_check"]["method"] == "layers and engine size"
+    _, cached = load(binary, tiny_model, precision="fp16", batch=4, size_check="fp32-engine")
+    assert cached.info["engine"]["status"] == "cached" and "precision_recheck" not in cached.info["engine"]
+    assert len([b for b in calls(trtexec_env, "build") if "--fp16" in b]) == 2
+
+
+def test_a_cached_engine_that_passes_the_recheck_is_kept_and_the_recheck_recorded(
+        trtexec_env: Path, standin_trtexec: Make, tiny_model: Path) -> None:
+    binary = standin_trtexec("8.6.1")
+    load(binary, tiny_model, precision="fp16", batch=1)
+    _, strict = load(binary, tiny_model, precision="fp16", batch=1, size_check="onnx")
+    engine = strict.info["engine"]
+    assert engine["status"] == "cached" and engine["precision_check"]["method"] == "layers"
+    recheck = engine["precision_recheck"]
+    assert recheck["passed"] is True and recheck["reference"] == "ONNX model" and recheck["threshold"] == 1.5
+    assert len(calls(trtexec_env, "build")) == 1

@@ -16,7 +16,9 @@ Settings, from the environment:
   TRTEXEC_STANDIN_GPU       device name (default "NVIDIA Orin"); TRTEXEC_STANDIN_CC compute capability (8.7)
   TRTEXEC_STANDIN_FAIL      build | kill-build | run | kill-run | garble | nogpu
   TRTEXEC_STANDIN_FALLBACK  the first N fp16/int8 builds fall back to fp32 kernels (TensorRT issue 3160)
-  TRTEXEC_STANDIN_STATE     a file counting builds across calls (needed by FALLBACK)
+  TRTEXEC_STANDIN_WIDE      the first N fp16/int8 builds report every layer in the precision asked but keep
+                            fp32-sized weights: an engine only the size rule of the precision check catches
+  TRTEXEC_STANDIN_STATE     a file counting builds across calls (needed by FALLBACK and WIDE)
   TRTEXEC_STANDIN_CALLS     a file to which each call's arguments are appended, one JSON list per line
   TRTEXEC_STANDIN_GPU_MS    GPU compute time of one image in fp32, in ms (default 0.05)
 
@@ -165,7 +167,7 @@ ENGINE_BYTES = {"fp32": 40000, "fp16": 20000, "int8": 11000}
 
 def write_engine(path: str, header: Dict[str, object]) -> int:
     data = json.dumps(header).encode() + b"\n"
-    size = ENGINE_BYTES[str(header["precision"])]
+    size = ENGINE_BYTES["fp32" if header.get("wide") else str(header["precision"])]
     data += b"\0" * max(0, size - len(data))
     Path(path).write_bytes(data)
     return len(data)
@@ -501,16 +503,19 @@ def main() -> int:
         else:
             warn("Dynamic dimensions required for input: input, but no shapes were provided. Automatically overriding "
                  "shape to: 1x3x224x224")
-        built = precision
-        if precision in ("fp16", "int8") and next_build() <= int(os.environ.get("TRTEXEC_STANDIN_FALLBACK", "0")):
-            built = "fp32"  # fp16 and int8 are permissions: this build chose fp32 kernels everywhere
+        built, wide = precision, False
+        if precision in ("fp16", "int8"):
+            n = next_build()
+            if n <= int(os.environ.get("TRTEXEC_STANDIN_FALLBACK", "0")):
+                built = "fp32"  # fp16 and int8 are permissions: this build chose fp32 kernels everywhere
+            wide = n <= int(os.environ.get("TRTEXEC_STANDIN_WIDE", "0"))
         if "timingCacheFile" in args:
             cache = Path(args["timingCacheFile"])
             if cache.is_file():
                 info("[TRT] Loaded {} bytes of timing cache from {}".format(cache.stat().st_size, cache))
             cache.write_bytes(b"timing cache of the stand-in")
         header = {"standin_engine": 1, "release": "{}.{}.{}".format(*REL), "precision": built, "batch": batch,
-                  "gpu": gpu, "dla": args.get("useDLACore")}
+                  "gpu": gpu, "dla": args.get("useDLACore"), "wide": wide}
         size = write_engine(args["saveEngine"], header) if "saveEngine" in args else ENGINE_BYTES[built]
         if at_least(10):
             info("Engine built in 1.234 sec.")

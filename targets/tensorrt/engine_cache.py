@@ -218,8 +218,9 @@ class EngineCache:
 
     # -- build -----------------------------------------------------------------------------------
 
-    def ensure(self, key: EngineKey, build: Builder, force: bool = False) -> CachedEngine:
-        """The engine for key: the cached one when current (and not forced), else built here, once."""
+    def ensure(self, key: EngineKey, build: Builder, force: bool = False, why: Optional[str] = None) -> CachedEngine:
+        """The engine for key: the cached one when current (and not forced), else built here, once; `why` says
+        why a forced build is forced (default: params.rebuild)."""
         if not force:
             with self._locked(key, exclusive=False):
                 found, reason = self.check(key)
@@ -227,7 +228,7 @@ class EngineCache:
                 return found
         with self._locked(key, exclusive=True):
             if force:
-                reason = "a rebuild was asked for (params.rebuild)"
+                reason = why or "a rebuild was asked for (params.rebuild)"
             else:
                 found, reason = self.check(key)  # another process may have built it while this one waited
                 if found is not None:
@@ -236,7 +237,8 @@ class EngineCache:
             return self._build_and_install(key, build, reason)
 
     @contextlib.contextmanager
-    def open(self, key: EngineKey, build: Builder, force: bool = False) -> Iterator[CachedEngine]:
+    def open(self, key: EngineKey, build: Builder, force: bool = False,
+             why: Optional[str] = None) -> Iterator[CachedEngine]:
         """The engine for key (built if needed), its lock held shared while the caller deserializes it."""
         if not force:
             with self._locked(key, exclusive=False):
@@ -244,7 +246,7 @@ class EngineCache:
                 if found is not None:
                     yield found
                     return
-        status = self.ensure(key, build, force).status
+        status = self.ensure(key, build, force, why).status
         with self._locked(key, exclusive=False):
             found, reason = self.check(key)
             if found is None:  # only if something outside MLMark rewrote the file just now

@@ -27,7 +27,8 @@ from targets.native.loop import SYNC_MODES
 from targets.options import OptionConflict, TargetOptions, boolean, choice, integer, option
 from targets.tensorrt.build_worker import BuildRequest, build_in_child
 from targets.tensorrt.engine_cache import BuildOutcome, CachedEngine, EngineCache, EngineKey
-from targets.tensorrt.precision_check import build_until_precision_holds, precision_counts
+from targets.tensorrt.precision_check import (SIZE_CHECKS, build_until_precision_holds, onnx_fp32_bytes,
+                                              precision_counts, recheck_cached)
 
 log = logging.getLogger("mlmark.tensorrt")
 
@@ -62,6 +63,9 @@ class TensorRTOptions(TargetOptions):
     workspace_mb: int = option(1024, integer(1, MAX_WORKSPACE_MB))  # builder workspace (memory pool) limit
     #: rebuilds when an fp16/int8 build falls back to a wider precision
     precision_retries: int = option(2, integer(0, MAX_PRECISION_RETRIES))
+    #: the engine-size rule of the precision check: only where the layers cannot tell, or beside them against the
+    #: fp32 engine or the ONNX model (precision_check.py)
+    size_check: str = option("fallback", choice(*SIZE_CHECKS))
     rebuild: bool = option(False, boolean())  # rebuild the engine (once per run) even when the cached one is current
 
     def __post_init__(self) -> None:
@@ -69,6 +73,9 @@ class TensorRTOptions(TargetOptions):
             raise OptionConflict("params.force_zero_copy needs params.memory zero-copy or auto, not device (the "
                                  "default)")
 
+
+#: Why a cached engine is rebuilt when it fails the task's stricter size rule (recheck).
+SIZE_RECHECK_FAILED = "the cached engine fails the engine-size rule of params.size_check"
 
 # Engines already force-rebuilt by this process: params.rebuild rebuilds once per run, not per task.
 _REBUILT: Set[str] = set()
@@ -195,7 +202,8 @@ class _EngineBuilder:
     """The cache's builder: TensorRT's builder in a child process, checked for its precision."""
 
     def __init__(self, library: Any, cache: EngineCache, onnx_path: Path, model_path: Path,
-                 calibration_table: Optional[Path], calibration_path: Optional[Path], retries: int, label: str) -> None:
+                 calibration_table: Optional[Path], calibration_path: Optional[Path], retries: int, label: str,
+                 size_check: str = "fallback") -> None:
         self.library = library
         self.cache = cache
         self.onnx_path = onnx_path  # what the parser reads: the model, or its Q/DQ version for int8
@@ -204,6 +212,20 @@ class _EngineBuilder:
         self.calibration_path = calibration_path  # table or Q/DQ model, for the sidecar
         self.retries = retries
         self.label = label
+        self.size_check = size_check
+
+    def size_reference(self, key: EngineKey) -> Any:
+        """The size rule's reference for key's engine: the fp32 engine's size (built and cached for it) or, with
+        size_check onnx, the model's own."""
+        if self.size_check == "onnx":
+            return lambda: onnx_fp32_bytes(self.model_path)
+
+        def fp32_engine_bytes() -> int:
+            ref = self.cache.ensure(key.fp32_reference(), _EngineBuilder(
+                self.library, self.cache, self.model_path, self.model_path, None, None, 0,
+                self.label.replace(key.precision, "fp32 (size reference)")))
+            return ref.engine_bytes
+        return fp32_engine_bytes
 
     def __call__(self, key: EngineKey, engine_file: Path) -> BuildOutcome:
         timing_cache = self.cache.timing_cache_path(key)
@@ -221,14 +243,8 @@ class _EngineBuilder:
             reports.append(report)
             return report.get("layers"), engine_file.stat().st_size
 
-        def fp32_engine_bytes() -> int:
-            ref = self.cache.ensure(key.fp32_reference(), _EngineBuilder(
-                self.library, self.cache, self.model_path, self.model_path, None, None, 0,
-                self.label.replace(key.precision, "fp32 (size reference)")))
-            return ref.engine_bytes
-
-        decision, attempts = build_until_precision_holds(key.precision, build_once, fp32_engine_bytes, self.retries,
-                                                         self.label)
+        decision, attempts = build_until_precision_holds(key.precision, build_once, self.size_reference(key),
+                                                         self.retries, self.label, self.size_check)
         last = reports[-1]
         layers = last.get("layers")
         return BuildOutcome(build_s=float(last.get("build_s") or 0.0), layers=sidecar_layers(layers), record={
@@ -260,6 +276,22 @@ def sidecar_layers(layers: Optional[List[Dict[str, Any]]]) -> Optional[List[Dict
                     "parameter_type": raw.get("ParameterType"), "precision": layer.get("precision"),
                     "input_precisions": layer.get("input_precisions") or []})
     return out
+
+
+def recheck(cache: EngineCache, key: EngineKey, builder: Any, label: str) -> Any:
+    """The task's precision check (params.size_check) of a cached engine that was checked by a weaker size rule
+    when it was built: None when there is nothing to recheck; a failing decision means: rebuild (both targets)."""
+    if builder.size_check == "fallback":  # the weakest rule: every cached engine was checked at least so
+        return None
+    cached = cache.lookup(key)
+    if cached is None:
+        return None
+    decision = recheck_cached(key.precision, cached.meta, builder.size_check,
+                              builder.size_reference(key) if key.dla_core is None else None)
+    if decision is not None and decision.passed is False:
+        log.warning("%s: the cached engine %s fails params.size_check %s: %s; rebuilding", label, cached.path.name,
+                    builder.size_check, decision.detail)
+    return decision
 
 
 class TensorRTTarget(Target):
@@ -363,14 +395,18 @@ class TensorRTTarget(Target):
                         fp16_model_sha256=fp16.sha256 if fp16 else None)
         label = "tensorrt {} {} batch {}".format(request.workload, request.precision, request.batch)
         builder = _EngineBuilder(library, cache, onnx_path, model_path, table, calibration[1] if calibration else None,
-                                 opts.precision_retries, label)
-        force = opts.rebuild and key.file_stem() not in _REBUILT
-        with cache.open(key, builder, force=force) as engine:
+                                 opts.precision_retries, label, opts.size_check)
+        rechecked = recheck(cache, key, builder, label)
+        failed = rechecked is not None and rechecked.passed is False
+        force = (opts.rebuild and key.file_stem() not in _REBUILT) or failed
+        with cache.open(key, builder, force=force, why=SIZE_RECHECK_FAILED if failed else None) as engine:
             if force:
                 _REBUILT.add(key.file_stem())
             log.info("tensorrt: engine %s (%s)", engine.path.name, engine.status)
             loop = self._create_loop(library, settings, engine, request)
         info = self._info(request, trt, device, engine, cache, opts, loop)
+        if rechecked is not None and not failed:
+            info["engine"]["precision_recheck"] = rechecked.to_dict()
         if fp16:
             info["fp16_model"] = fp16.info()
         if opts.cuda_graph and not loop.used.cuda_graph:

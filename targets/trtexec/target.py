@@ -24,9 +24,9 @@ from core.errors import MLMarkError, ModelError, RunError, UnsupportedTask
 from core.fileio import atomic_write_bytes, sha256_file
 from core.specs import TensorSpec, onnx_io
 from targets.base import Capabilities, LoadRequest, Session, Target, ToolSummary
-from targets.options import TargetOptions, boolean, integer, option, text
+from targets.options import TargetOptions, boolean, choice, integer, option, text
 from targets.tensorrt.engine_cache import BuildOutcome, CachedEngine, EngineCache, EngineKey
-from targets.tensorrt.precision_check import build_until_precision_holds, precision_counts
+from targets.tensorrt.precision_check import SIZE_CHECKS, build_until_precision_holds, onnx_fp32_bytes, precision_counts
 from targets.trtexec import tool
 from targets.trtexec.logparse import LogFormatError, TrtexecLog, parse_log
 from targets.trtexec.releases import DLA_COMPUTE_CAPABILITIES, fast_precisions
@@ -53,6 +53,9 @@ class TrtexecOptions(TargetOptions):
     workspace_mb: int = option(1024, integer(1, MAX_WORKSPACE_MB))  # builder workspace limit, part of the engine's key
     #: rebuilds when an fp16/int8 build falls back to a wider precision
     precision_retries: int = option(2, integer(0, MAX_PRECISION_RETRIES))
+    #: the engine-size rule of the precision check: only where the layers cannot tell, or beside them against the
+    #: fp32 engine or the ONNX model (targets/tensorrt/precision_check.py)
+    size_check: str = option("fallback", choice(*SIZE_CHECKS))
     rebuild: bool = option(False, boolean())  # rebuild the engine (once per run) even when the cached one is current
     dla_core: int = option(0, integer(0, 15))  # hardware dla: --useDLACore
     #: hardware dla: --allowGPUFallback (layers DLA cannot run go to the GPU)
@@ -122,6 +125,20 @@ class TrtexecBuilder:
         self.shapes = shapes
         self.opts = opts
         self.label = label
+        self.size_check = str(opts.size_check)
+
+    def size_reference(self, key: EngineKey) -> Any:
+        """The size rule's reference for key's engine: the fp32 engine's size (built and cached for it) or, with
+        size_check onnx, the model's own."""
+        if self.size_check == "onnx":
+            return lambda: onnx_fp32_bytes(self.model_path)
+
+        def fp32_engine_bytes() -> int:
+            ref = self.cache.ensure(key.fp32_reference(), TrtexecBuilder(
+                self.probe, self.cache, self.model_path, self.model_path, None, None, self.shapes, self.opts,
+                self.label.replace(key.precision, "fp32 (size reference)")))
+            return ref.engine_bytes
+        return fp32_engine_bytes
 
     def argv(self, key: EngineKey, engine_file: Path, layer_info: Path, timing_cache: Path) -> List[str]:
         """The build's command line."""
@@ -171,16 +188,10 @@ class TrtexecBuilder:
             builds.append((argv, ran, parsed, layers))
             return layers, engine_file.stat().st_size
 
-        def fp32_engine_bytes() -> int:
-            ref = self.cache.ensure(key.fp32_reference(), TrtexecBuilder(
-                self.probe, self.cache, self.model_path, self.model_path, None, None, self.shapes, self.opts,
-                self.label.replace(key.precision, "fp32 (size reference)")))
-            return ref.engine_bytes
-
         # A DLA engine holds DLA loadables: its size says nothing of its precision, so only layers decide.
-        reference = None if key.dla_core is not None else fp32_engine_bytes
+        reference = None if key.dla_core is not None else self.size_reference(key)
         decision, attempts = build_until_precision_holds(key.precision, build_once, reference,
-                                                         int(self.opts.precision_retries), self.label)
+                                                         int(self.opts.precision_retries), self.label, self.size_check)
         argv, ran, parsed, layers = builds[-1]
         return BuildOutcome(
             build_s=float(parsed.build_s if parsed.build_s is not None else ran.seconds),
@@ -435,7 +446,7 @@ class TrtexecTarget(Target):
 
     def load(self, request: LoadRequest) -> Session:
         from targets.native.tensorrt import TensorRTInfo
-        from targets.tensorrt.target import precision_inputs
+        from targets.tensorrt.target import SIZE_RECHECK_FAILED, precision_inputs, recheck
         if request.host_postprocess:
             raise UnsupportedTask("target trtexec: {}'s MLMark score includes box decoding and NMS on the host, "
                                   "which trtexec does not run; use target tensorrt".format(request.workload))
@@ -464,13 +475,17 @@ class TrtexecTarget(Target):
         label = "trtexec {} {} batch {}".format(request.workload, request.precision, request.batch)
         builder = TrtexecBuilder(probe, cache, parsed.onnx_path, model_path, parsed.table,
                                  calibration[1] if calibration else None, shapes, opts, label)
-        force = bool(opts.rebuild) and key.file_stem() not in _REBUILT
-        engine = cache.ensure(key, builder, force=force)
+        rechecked = recheck(cache, key, builder, label)
+        failed = rechecked is not None and rechecked.passed is False
+        force = (bool(opts.rebuild) and key.file_stem() not in _REBUILT) or failed
+        engine = cache.ensure(key, builder, force=force, why=SIZE_RECHECK_FAILED if failed else None)
         if force:
             _REBUILT.add(key.file_stem())
         log.info("trtexec: engine %s (%s)", engine.path.name, engine.status)
         outputs = [s.name for s in _outputs(parsed.onnx_path)]
         info = self._info(request, probe, engine, cache, opts, shapes)
+        if rechecked is not None and not failed:
+            info["engine"]["precision_recheck"] = rechecked.to_dict()
         if parsed.fp16:
             info["fp16_model"] = parsed.fp16.info()
         return TrtexecSession(probe, cache, key, builder, _with_batch(specs, request.batch), outputs, shapes, opts,
