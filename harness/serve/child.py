@@ -120,10 +120,17 @@ def _last_line(path: Path) -> str:
 
 
 def system_section() -> Dict[str, Any]:
-    """The server's system section (GET /system, and each result's, taken as its measurement starts)."""
+    """The server's system section (GET /system, and each result's, taken as its measurement starts): what the
+    machine is and how it is set (power mode, clocks, throttling), with the warning a local run would print."""
+    from system import state, state_warning
     from system.info import system_info
 
-    return system_info()
+    info = system_info()
+    info["state"] = state()
+    warning = state_warning(info["state"])
+    if warning:
+        info["state"]["warning"] = warning
+    return info
 
 
 def measure(task_raw: Dict[str, Any], source: str) -> Dict[str, Any]:
@@ -131,18 +138,25 @@ def measure(task_raw: Dict[str, Any], source: str) -> Dict[str, Any]:
     from core.errors import MLMarkError
     from harness import results as res
     from harness.config import parse_task
-    from harness.runner import prepare, run_task
+    from harness.runner import open_power, prepare, run_task
 
     try:
-        system = system_section()
         task = parse_task(task_raw, source, 0)
         prepared = prepare([task])
         if os.environ.get(CRASH_TEST_ENV) == "abort":
             os.abort()
-        result = run_task(prepared[0], res.now())
+        # As a local run: machine state, then the power sampler and its idle baseline, around this one task.
+        record = res.RunRecord(started=res.now(), config_files=[], system=system_section())
+        power = open_power(prepared, record)
+        try:
+            idle_w = ((record.system.get("power") or {}).get("idle") or {}).get("average_w")
+            result = run_task(prepared[0], res.now(), power, idle_w)
+        finally:
+            if power is not None:
+                power.source.close()
     except MLMarkError as exc:
         return {"error": str(exc)}
-    return {"result": asdict(result), "system": system}
+    return {"result": asdict(result), "system": record.system}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
