@@ -9,16 +9,14 @@ import socket
 import subprocess
 from typing import Any, Dict, Optional
 
+from system import read_text
+
 # Packages whose versions change scores; missing ones are recorded as absent, not guessed.
 PACKAGES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "pycocotools", "cuda-python")
 
 
 def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
+    return read_text(path)[0]  # the reason for a missing file is not recorded here
 
 
 def cpu_model() -> str:
