@@ -186,6 +186,27 @@ def test_opencv_conventions_are_cv2_resize(geometry: str, interpolation: str, fl
     assert worst <= 1
 
 
+@pytest.mark.parametrize("interpolation,flag", [("bilinear", cv2.INTER_LINEAR), ("area", cv2.INTER_AREA)])
+def test_shorter_side_crop_resamples_only_what_it_keeps_with_cv2_resizes_pixels(interpolation: str, flag: int) -> None:
+    # _resize_leading cuts the source after what the crop reads: the pixels must be cv2.resize's, bit for bit.
+    rng = np.random.default_rng(12)
+    cut = 0
+    for h, w in random_sizes(400, seed=13, max_aspect=8):
+        side = int(rng.integers(2, 400))
+        crop = (int(rng.integers(1, side + 1)), int(rng.integers(1, side + 1)))
+        spec = PreprocessSpec(name="t", size=crop, geometry="shorter_side_crop", interpolation=interpolation,
+                              shorter_side=side)
+        img = noise(h, w, rng)
+        full_h, full_w = pre._shorter_side_size(h, w, side)
+        top, left = (full_h - crop[0]) // 2, (full_w - crop[1]) // 2
+        if (h, w) == (1, 1):
+            continue  # a plain copy of the pixel (test_solid_colour_stays_exact_at_any_size)
+        want = cv2.resize(img, (full_w, full_h), interpolation=flag)[top:top + crop[0], left:left + crop[1]]
+        np.testing.assert_array_equal(spec.pixels(img), want, err_msg="{}x{} side {} crop {}".format(h, w, side, crop))
+        cut += pre._resize_leading(cv2, img, full_h, full_w, (top + crop[0], left + crop[1]), flag, False) is not None
+    assert cut > 200  # the cut was taken on most sizes, not skipped
+
+
 def test_area_shrinking_through_float32_gives_opencvs_uint8_pixels() -> None:
     # _resize's float32 route for fractional shrinking must give exactly cv2.resize's uint8 pixels.
     rng = np.random.default_rng(10)
@@ -344,18 +365,28 @@ def test_decode_converts_grey_cmyk_and_png(tmp_path: Path) -> None:
 
 
 def test_opencv_decodes_the_same_pixels_as_pillow(tmp_path: Path) -> None:
+    # cv2.imdecode (decode_bgr) and Pillow (the numpy path's decoder) run the same libjpeg-turbo arithmetic.
     from PIL import Image
 
     img = photo(77, 101, np.random.default_rng(11))
-    files = {}
-    for sub in (0, 1, 2):  # 4:4:4, 4:2:2, 4:2:0
-        files["jpeg{}".format(sub)] = dict(format="JPEG", quality=90, subsampling=sub)
-    files["progressive"] = dict(format="JPEG", quality=90, progressive=True)
-    files["png"] = dict(format="PNG")
-    for name, options in files.items():
-        path = tmp_path / "{}.img".format(name)
-        Image.fromarray(img).save(str(path), **options)
-        np.testing.assert_array_equal(pre.decode_rgb(path), NUMPY.pillow_rgb(path), err_msg=name)
+    paths = []
+    for name, options in {"jpeg0": dict(subsampling=0), "jpeg1": dict(subsampling=1), "jpeg2": dict(subsampling=2),
+                          "progressive": dict(progressive=True)}.items():  # 4:4:4, 4:2:2, 4:2:0, progressive
+        paths.append(tmp_path / "{}.JPEG".format(name))
+        Image.fromarray(img).save(str(paths[-1]), format="JPEG", quality=90, **options)
+    paths.append(tmp_path / "png.img")
+    Image.fromarray(img).save(str(paths[-1]), format="PNG")
+    paths.append(tmp_path / "grey.JPEG")
+    Image.fromarray(img[:, :, 0]).save(str(paths[-1]), quality=90)
+    paths.append(tmp_path / "restarts.JPEG")
+    paths[-1].write_bytes(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_RST_INTERVAL, 2])[1].tobytes())
+    for name in ("411", "440"):  # the rarer chroma layouts, where this OpenCV can write them
+        flag = getattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR_" + name, None)
+        if flag is not None:
+            paths.append(tmp_path / "s{}.JPEG".format(name))
+            paths[-1].write_bytes(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, flag])[1].tobytes())
+    for path in paths:
+        np.testing.assert_array_equal(pre.decode_rgb(path), NUMPY.pillow_rgb(path), err_msg=path.name)
     cmyk = tmp_path / "cmyk.JPEG"
     Image.fromarray(img).convert("CMYK").save(str(cmyk), quality=95)
     assert max_diff(pre.decode_rgb(cmyk), NUMPY.pillow_rgb(cmyk)) <= 1  # CMYK to RGB rounds differently
