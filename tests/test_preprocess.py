@@ -332,6 +332,13 @@ def test_normalisation_values_layouts_and_dtypes() -> None:
     assert half.dtype == np.float16 and float(half[1, 0, 0, 0]) == 1.0
     raw = SSD.normalize(planes, dtype="uint8", layout="NHWC")
     assert raw.dtype == np.uint8 and raw.shape == (2, 2, 2, 3) and raw[1].min() == 255
+    # bit for bit the float32 arithmetic (x - mean) * scale, whichever steps normalize() fuses or skips
+    planes = np.random.default_rng(14).integers(0, 256, size=(3, 3, 5, 7), dtype=np.uint8)
+    for spec in (MOBILENET, RESNET, SSD):
+        mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        want = (planes.astype(np.float32) - mean) * np.asarray(spec.scale, dtype=np.float32).reshape(1, 3, 1, 1)
+        np.testing.assert_array_equal(spec.normalize(planes), want)
+        np.testing.assert_array_equal(spec.normalize(planes, layout="NHWC"), want.transpose(0, 2, 3, 1))
 
 
 def test_input_format_from_the_model_input() -> None:
