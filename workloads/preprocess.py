@@ -24,6 +24,9 @@ Each spec names its resampling, and each maps onto one OpenCV call:
 - area: `cv2.resize` INTER_AREA, as MLPerf's ResNet-50 pipeline calls it: each output pixel the
   mean of the input area it covers when shrinking, OpenCV's own two-tap rule when enlarging.
 
+A shorter-side crop (MLPerf's resize, then centre crop) resizes only the part of the image that
+the crop reads, with the whole image's ratios: the same pixels for less work (`_resize_leading`).
+
 Pillow's resize is not used because its bilinear filter antialiases when it shrinks (it widens
 its support with the scale), unlike TF's and OpenCV's. JPEGs are decoded with `cv2.imdecode`
 (libjpeg-turbo, accurate integer IDCT: the same pixels as Pillow, which is about 20 % slower;
