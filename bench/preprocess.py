@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -176,31 +176,43 @@ def make_images(folder: Path, count: int, seed: int = 0) -> List[Path]:
     return paths
 
 
-def images_per_s(paths: List[Path], *paths_through: Callable[[Path], Any]) -> List[Dict[str, float]]:
-    """Images/s of each function over every path once, interleaved image by image, by wall and by CPU time."""
-    # Interleaved, so that other load on the machine slows every function alike; CPU time (this
+def images_per_s(paths: List[Path], *pipelines: Any) -> List[Dict[str, Any]]:
+    """Images/s of each pipeline over every path once, interleaved image by image, by wall and by CPU time.
+
+    A pipeline is a function of the path, or a tuple of stages (the first takes the path, each next
+    one the previous one's result); each stage's CPU ms per image are reported too.
+    """
+    # Interleaved, so that other load on the machine slows every pipeline alike; CPU time (this
     # process's, OpenCV on one thread) leaves out the time the process waited for a core.
-    wall = [0.0] * len(paths_through)
-    cpu = [0.0] * len(paths_through)
+    stages = [p if isinstance(p, tuple) else (p,) for p in pipelines]
+    wall = [0.0] * len(stages)
+    cpu = [[0.0] * len(s) for s in stages]
     for p in paths:
-        for k, one in enumerate(paths_through):
-            w0, c0 = time.perf_counter(), time.process_time()
-            one(p)
+        for k, steps in enumerate(stages):
+            w0 = time.perf_counter()
+            value: Any = p
+            for j, step in enumerate(steps):
+                c0 = time.process_time()
+                value = step(value)
+                cpu[k][j] += time.process_time() - c0
             wall[k] += time.perf_counter() - w0
-            cpu[k] += time.process_time() - c0
-    return [{"wall": len(paths) / w, "cpu": len(paths) / c} for w, c in zip(wall, cpu)]
+    return [{"wall": len(paths) / w, "cpu": len(paths) / sum(c), "stage_cpu_ms": [1e3 * t / len(paths) for t in c]}
+            for w, c in zip(wall, cpu)]
 
 
 def geometry_row(paths: List[Path], spec: PreprocessSpec) -> Dict[str, Any]:
     """Cold images/s of the numpy path and of the OpenCV path, decode + crop + resize + planar RGB rows."""
     numpy_rate, opencv_rate = images_per_s(
-        paths, lambda p: np.ascontiguousarray(numpy_pixels(spec, pillow_rgb(p)).transpose(2, 0, 1)),
-        lambda p: rgb_planes(decode_bgr(p), spec))
+        paths, (pillow_rgb, lambda rgb: np.ascontiguousarray(numpy_pixels(spec, rgb).transpose(2, 0, 1))),
+        (decode_bgr, lambda bgr: rgb_planes(bgr, spec)))
     return {"numpy_images_per_s": round(numpy_rate["wall"], 1), "opencv_images_per_s": round(opencv_rate["wall"], 1),
             "speedup": round(opencv_rate["wall"] / numpy_rate["wall"], 2),
             "numpy_images_per_cpu_s": round(numpy_rate["cpu"], 1),
             "opencv_images_per_cpu_s": round(opencv_rate["cpu"], 1),
-            "speedup_cpu": round(opencv_rate["cpu"] / numpy_rate["cpu"], 2)}
+            "speedup_cpu": round(opencv_rate["cpu"] / numpy_rate["cpu"], 2),
+            # CPU ms per image: [decode, crop + resize + planar rows]
+            "numpy_cpu_ms": [round(t, 3) for t in numpy_rate["stage_cpu_ms"]],
+            "opencv_cpu_ms": [round(t, 3) for t in opencv_rate["stage_cpu_ms"]]}
 
 
 def feed_all(cache: Any, spec: PreprocessSpec) -> float:
@@ -288,6 +300,11 @@ def main() -> int:
         print("{:<14} {:>8.1f} ({:>8.1f}) {:>8.1f} ({:>8.1f}) {:>6.2f}x ({:>6.2f}x)".format(
             r["workload"], g["numpy_images_per_s"], g["numpy_images_per_cpu_s"], g["opencv_images_per_s"],
             g["opencv_images_per_cpu_s"], g["speedup"], g["speedup_cpu"]))
+    print("CPU ms per image, decode + geometry (crop, resize, planar rows):")
+    for r in results:
+        g = r["geometry"]
+        print("{:<14} {:>9.2f} + {:<8.2f} {:>9.2f} + {:<8.2f}".format(r["workload"], *g["numpy_cpu_ms"],
+                                                                    *g["opencv_cpu_ms"]))
     print("\npreprocessing cache, images/s including normalisation (goal: warm >= {:g}x cold on all cores)".format(
         CACHE_GOAL))
     print("{:<14} {:>16} {:>18} {:>10} {:>9}".format("workload", "cold, 1 process", "cold, {} processes".format(cores),
