@@ -210,7 +210,8 @@ def test_measure_keeps_host_postprocessing_in_the_harness_loop() -> None:
         measure(pt, s)
 
 
-def test_result_records_gpu_compute_beside_end_to_end_latency(tmp_path: Path) -> None:
+def _run_latency_task(tmp_path: Path, session: Session, iterations: int, warmup_s: float) -> Any:
+    """A MobileNet latency task run by the harness on `session` (as the tensorrt target): the results file."""
     from harness import results as res
     from tests.conftest import write_tiny_classifier
     from workloads import get_workload
@@ -220,18 +221,23 @@ def test_result_records_gpu_compute_beside_end_to_end_latency(tmp_path: Path) ->
         name = "tensorrt"
 
         def load(self, request: Any) -> Session:
-            return PythonLoopSession()
+            return session
 
         def versions(self) -> Dict[str, str]:
             return {}
 
     model = resolve_model(get_workload("mobilenet"), str(write_tiny_classifier(tmp_path / "m.onnx")))
-    pt = _prepared(mode="latency", batch=1, iterations=30, warmup_s=0.02)
+    pt = _prepared(mode="latency", batch=1, iterations=iterations, warmup_s=warmup_s)
     pt.target, pt.model = PlainTarget(), model  # type: ignore
-    record = res.RunRecord(started=res.now(), config_files=[], system={})
     out = tmp_path / "r.json"
-    run_tasks([pt], record, out)
-    t = res.load(out).tasks[0]
+    run_tasks([pt], res.RunRecord(started=res.now(), config_files=[], system={}), out)
+    return out
+
+
+def test_result_records_gpu_compute_beside_end_to_end_latency(tmp_path: Path) -> None:
+    from harness import results as res
+
+    t = res.load(_run_latency_task(tmp_path, PythonLoopSession(), iterations=30, warmup_s=0.02)).tasks[0]
     assert t.metric == "latency" and t.latency_ms["samples"] == 30
     gpu = t.target_info["gpu_compute_ms"]
     assert gpu["samples"] == 30 and gpu["p95_ms"] < t.latency_ms["p95_ms"]
@@ -434,28 +440,11 @@ def test_a_session_that_says_it_is_not_valid_makes_an_invalid_result(tmp_path: P
     """A target running on a test double marks its session; the harness then marks every result not valid."""
     from harness import results as res
     from harness.report import format_table
-    from tests.conftest import write_tiny_classifier
-    from workloads import get_workload
-    from workloads.model_store import resolve_model
 
     class DoubleSession(PythonLoopSession):
         invalid_reason = "made with a test double, not the real library"
 
-    class PlainTarget:
-        name = "tensorrt"
-
-        def load(self, request: Any) -> Session:
-            return DoubleSession()
-
-        def versions(self) -> Dict[str, str]:
-            return {}
-
-    model = resolve_model(get_workload("mobilenet"), str(write_tiny_classifier(tmp_path / "m.onnx")))
-    pt = _prepared(mode="latency", batch=1, iterations=1100, warmup_s=0.01)
-    pt.target, pt.model = PlainTarget(), model  # type: ignore
-    record = res.RunRecord(started=res.now(), config_files=[], system={})
-    out = tmp_path / "r.json"
-    run_tasks([pt], record, out)
+    out = _run_latency_task(tmp_path, DoubleSession(), iterations=1100, warmup_s=0.01)
     t = res.load(out).tasks[0]
     assert t.iterations == 1100 and t.valid is False  # enough iterations, still not valid
     assert "made with a test double, not the real library" in t.notes
