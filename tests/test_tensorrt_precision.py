@@ -341,3 +341,27 @@ def test_onnx_reference_is_the_file_size_of_a_float32_model_only(tmp_path: Any) 
     assert pc.onnx_fp32_bytes(tmp_path / "noweights.onnx") is None
     d = pc.check_size("fp16", 9_000, None, "ONNX model")
     assert d.passed is None and "ONNX model gives no fp32 size" in d.detail
+
+
+def test_size_reference_is_the_onnx_file_or_the_fp32_engine_built_when_first_asked_for(tmp_path: Any) -> None:
+    from targets.tensorrt.engine_cache import EngineKey
+    from tests.conftest import write_tiny_classifier
+
+    model = write_tiny_classifier(tmp_path / "tiny.onnx")
+    key = EngineKey(workload="mobilenet", model_sha256="0" * 64, precision="fp16", batch=4, tensorrt_version="10.3.0",
+                    tensorrt_header_version="10.3.0", gpu_name="H200", compute_capability=(9, 0))
+    made: List[str] = []
+
+    class Cache:
+        def ensure(self, k: Any, builder: Any) -> Any:
+            made.append("{}:{}".format(k.precision, builder))
+            return type("Engine", (), {"engine_bytes": 1234})()
+
+    def builder() -> str:
+        made.append("builder")
+        return "fp32 builder"
+
+    assert pc.size_reference("onnx", model, Cache(), key, builder)() == model.stat().st_size
+    reference = pc.size_reference("fp32-engine", model, Cache(), key, builder)
+    assert made == []  # nothing built until the rule asks
+    assert reference() == 1234 and made == ["builder", "fp32:fp32 builder"]

@@ -227,6 +227,15 @@ def covers(recorded: Any, size_check: str) -> bool:
             and (recorded.get("method") == "not needed" or recorded.get("reference") == REFERENCES[size_check]))
 
 
+def size_reference(size_check: str, model_path: Any, cache: Any, key: Any,
+                   fp32_builder: Callable[[], Any]) -> Callable[[], Optional[int]]:
+    """The size rule's reference for key's engine, computed when first asked for: with size_check onnx, the
+    model's own fp32 size; else the fp32 engine's size, built by fp32_builder() and cached for that key."""
+    if size_check == "onnx":
+        return lambda: onnx_fp32_bytes(model_path)
+    return lambda: cache.ensure(key.fp32_reference(), fp32_builder()).engine_bytes
+
+
 def onnx_fp32_bytes(path: Any) -> Optional[int]:
     """The ONNX file's size as an fp32 reference, or None when its weights are not float32 (a float16 or int8
     model is no fp32 reference). Reads the model's initializers without their external data."""

@@ -27,8 +27,8 @@ from targets.native.loop import SYNC_MODES
 from targets.options import OptionConflict, TargetOptions, boolean, choice, integer, option
 from targets.tensorrt.build_worker import BuildRequest, build_in_child
 from targets.tensorrt.engine_cache import BuildOutcome, CachedEngine, EngineCache, EngineKey
-from targets.tensorrt.precision_check import (SIZE_CHECKS, build_until_precision_holds, onnx_fp32_bytes,
-                                              precision_counts, recheck_cached)
+from targets.tensorrt.precision_check import (SIZE_CHECKS, build_until_precision_holds, precision_counts,
+                                              recheck_cached, size_reference)
 
 log = logging.getLogger("mlmark.tensorrt")
 
@@ -215,17 +215,10 @@ class _EngineBuilder:
         self.size_check = size_check
 
     def size_reference(self, key: EngineKey) -> Any:
-        """The size rule's reference for key's engine: the fp32 engine's size (built and cached for it) or, with
-        size_check onnx, the model's own."""
-        if self.size_check == "onnx":
-            return lambda: onnx_fp32_bytes(self.model_path)
-
-        def fp32_engine_bytes() -> int:
-            ref = self.cache.ensure(key.fp32_reference(), _EngineBuilder(
-                self.library, self.cache, self.model_path, self.model_path, None, None, 0,
-                self.label.replace(key.precision, "fp32 (size reference)")))
-            return ref.engine_bytes
-        return fp32_engine_bytes
+        """The size rule's reference for key's engine (precision_check.size_reference)."""
+        return size_reference(self.size_check, self.model_path, self.cache, key, lambda: _EngineBuilder(
+            self.library, self.cache, self.model_path, self.model_path, None, None, 0,
+            self.label.replace(key.precision, "fp32 (size reference)")))
 
     def __call__(self, key: EngineKey, engine_file: Path) -> BuildOutcome:
         timing_cache = self.cache.timing_cache_path(key)

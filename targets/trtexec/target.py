@@ -26,7 +26,7 @@ from core.specs import TensorSpec, onnx_io
 from targets.base import Capabilities, LoadRequest, Session, Target, ToolSummary
 from targets.options import TargetOptions, boolean, choice, integer, option, text
 from targets.tensorrt.engine_cache import BuildOutcome, CachedEngine, EngineCache, EngineKey
-from targets.tensorrt.precision_check import SIZE_CHECKS, build_until_precision_holds, onnx_fp32_bytes, precision_counts
+from targets.tensorrt.precision_check import SIZE_CHECKS, build_until_precision_holds, precision_counts, size_reference
 from targets.trtexec import tool
 from targets.trtexec.logparse import LogFormatError, TrtexecLog, parse_log
 from targets.trtexec.releases import DLA_COMPUTE_CAPABILITIES, fast_precisions
@@ -128,17 +128,10 @@ class TrtexecBuilder:
         self.size_check = str(opts.size_check)
 
     def size_reference(self, key: EngineKey) -> Any:
-        """The size rule's reference for key's engine: the fp32 engine's size (built and cached for it) or, with
-        size_check onnx, the model's own."""
-        if self.size_check == "onnx":
-            return lambda: onnx_fp32_bytes(self.model_path)
-
-        def fp32_engine_bytes() -> int:
-            ref = self.cache.ensure(key.fp32_reference(), TrtexecBuilder(
-                self.probe, self.cache, self.model_path, self.model_path, None, None, self.shapes, self.opts,
-                self.label.replace(key.precision, "fp32 (size reference)")))
-            return ref.engine_bytes
-        return fp32_engine_bytes
+        """The size rule's reference for key's engine (precision_check.size_reference)."""
+        return size_reference(self.size_check, self.model_path, self.cache, key, lambda: TrtexecBuilder(
+            self.probe, self.cache, self.model_path, self.model_path, None, None, self.shapes, self.opts,
+            self.label.replace(key.precision, "fp32 (size reference)")))
 
     def argv(self, key: EngineKey, engine_file: Path, layer_info: Path, timing_cache: Path) -> List[str]:
         """The build's command line."""
